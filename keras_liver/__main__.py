@@ -1,0 +1,5 @@
+import sys
+
+from keras_liver.cli import main
+
+sys.exit(main())

@@ -1,0 +1,158 @@
+"""``keras-liver`` command line: one sub-command per stage (nnU-Net style).
+
+    keras-liver phantom  --cases N --out DIR [--layout lits|msd] [--seed S]
+    keras-liver convert  SRC --out tf_data/NAME [--layout auto|lits|msd|flat] [--split a,b,c]
+    keras-liver train    --experiment ra_vnet [--preset demo] --data tf_data/NAME --out RUN
+    keras-liver evaluate PRED_DIR REF_DIR [--out DIR]
+    keras-liver export   RUN_DIR [--out DIR] [--version N]
+    keras-liver predict  --model RUN_DIR IN.nii.gz [IN2 ...] --out OUT.nii.gz|DIR
+
+Bad input ends with one line ``keras-liver: error: <file>: <problem>`` and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _split(text: str) -> tuple[float, float, float]:
+    parts = [float(x) for x in text.split(",")]
+    if len(parts) != 3 or any(p < 0 for p in parts) or abs(sum(parts) - 1) > 1e-6:
+        raise argparse.ArgumentTypeError(f"expected three fractions summing to 1, e.g. 0.64,0.16,0.2; got {text!r}")
+    return tuple(parts)
+
+
+def _cmd_phantom(args):
+    from keras_liver.data.phantom import write_dataset
+
+    pairs = write_dataset(args.out, cases=args.cases, layout=args.layout, seed=args.seed,
+                          shape=tuple(args.shape) if args.shape else None,
+                          progress=not args.no_progress)
+    print(f"wrote {len(pairs)} phantom cases ({args.layout} layout) to {os.path.abspath(args.out)}")
+
+
+def _cmd_convert(args):
+    from keras_liver.data.convert import convert
+
+    manifest = convert(args.src, args.out, layout=args.layout, seed=args.seed, split=args.split,
+                       progress=not args.no_progress, overwrite=args.overwrite)
+    counts = manifest["counts"]
+    print(f"converted {len(manifest['cases'])} cases to {os.path.abspath(args.out)}: {counts}")
+
+
+def _cmd_train(args):
+    from keras_liver import training
+    from keras_liver.experiments import common
+
+    experiment = common.load_experiment(args.experiment)
+    config = common.resolve_config(experiment, args.preset, variant=args.variant,
+                                   epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+    result = training.train(config, data=args.data, out_dir=args.out, seed=args.seed)
+    print(f"trained {result.epochs_run} epochs; best model in {os.path.join(args.out, training.BEST_MODEL)}")
+
+
+def _cmd_evaluate(args):
+    from keras_liver.evaluate import evaluate_folders
+    from keras_liver.metrics import report
+
+    df = evaluate_folders(args.pred_dir, args.ref_dir, out_dir=args.out,
+                          progress=not args.no_progress)
+    print(report.to_markdown(report.summarize(df)))
+    if args.out:
+        print(f"per-case metrics written to {os.path.abspath(args.out)}")
+
+
+def _cmd_export(args):
+    from keras_liver.export import export_run
+
+    print(export_run(args.run_dir, args.out, version=args.version))
+
+
+def _cmd_predict(args):
+    from tqdm import tqdm
+
+    from keras_liver.inference import Predictor
+    from keras_liver.data.volumes import strip_nifti_suffix
+
+    predictor = Predictor.from_run(args.model)
+    many = len(args.inputs) > 1 or os.path.isdir(args.out) or args.out.endswith(os.sep)
+    for path in tqdm(args.inputs, desc="predict", disable=args.no_progress or len(args.inputs) == 1,
+                     file=sys.stderr):
+        out = (os.path.join(args.out, strip_nifti_suffix(os.path.basename(path)) + "_pred.nii.gz")
+               if many else args.out)
+        predictor.predict_file(path, out)
+        print(out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="keras-liver", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name, fn, help_):
+        s = sub.add_parser(name, help=help_, description=help_,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        s.set_defaults(fn=fn)
+        s.add_argument("--no-progress", action="store_true", help="no progress bars")
+        return s
+
+    s = add("phantom", _cmd_phantom, "write synthetic abdominal CT phantom cases as NIfTI")
+    s.add_argument("--cases", type=int, default=10)
+    s.add_argument("--out", required=True)
+    s.add_argument("--layout", choices=["lits", "msd"], default="lits")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--shape", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                   help="force the voxel grid (default: random per case)")
+
+    s = add("convert", _cmd_convert, "convert a NIfTI dataset to sharded GZIP TFRecords + manifest")
+    s.add_argument("src", help="dataset folder (LiTS, MSD or flat layout)")
+    s.add_argument("--out", required=True, help="e.g. tf_data/NAME")
+    s.add_argument("--layout", choices=["auto", "lits", "msd", "flat"], default="auto")
+    s.add_argument("--seed", type=int, default=42, help="seed of the split by case")
+    s.add_argument("--split", type=_split, default=(0.64, 0.16, 0.2), help="train,val,test fractions")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace a folder that holds a conversion of another dataset")
+
+    s = add("train", _cmd_train, "train a paper's model with its recipe on a converted dataset")
+    s.add_argument("--experiment", default="ra_vnet", help="experiments/<name>.json")
+    s.add_argument("--preset", default="demo")
+    s.add_argument("--variant", default=None)
+    s.add_argument("--data", required=True, help="converted dataset folder (manifest.json)")
+    s.add_argument("--out", required=True, help="run directory (resumes if interrupted)")
+    s.add_argument("--epochs", type=int, default=None)
+    s.add_argument("--batch-size", type=int, default=None)
+    s.add_argument("--seed", type=int, default=0)
+
+    s = add("evaluate", _cmd_evaluate, "LiTS metrics of predicted label volumes against references")
+    s.add_argument("pred_dir")
+    s.add_argument("ref_dir")
+    s.add_argument("--out", default=None, help="folder for metrics.csv and metrics.md")
+
+    s = add("export", _cmd_export, "export a run's best model as a SavedModel for TF Serving")
+    s.add_argument("run_dir")
+    s.add_argument("--out", default=None, help="default RUN_DIR/saved_model")
+    s.add_argument("--version", type=int, default=None, help="write into OUT/<version> (TF Serving layout)")
+
+    s = add("predict", _cmd_predict, "predict label volumes for NIfTI inputs with a trained run")
+    s.add_argument("--model", required=True, help="run directory of a trained 2-D model")
+    s.add_argument("inputs", nargs="+", help="input NIfTI file(s)")
+    s.add_argument("--out", required=True, help="output file (one input) or folder")
+    return p
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from keras_liver.errors import DataError, ModelInputError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.fn(args)
+    except (DataError, ModelInputError, FileNotFoundError) as err:
+        print(f"keras-liver: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

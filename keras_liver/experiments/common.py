@@ -1,0 +1,183 @@
+"""What every paper's experiment module shares: config loading, data preparation, the
+train → evaluate → export sequence, and the results table beside the paper's numbers.
+
+Each paper's published recipe and result tables live as data in the top-level
+``experiments/<paper>.json``; ``keras_liver.experiments.<paper>`` reads it, applies command-line
+overrides and calls :func:`run`.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+ENV_EXPERIMENTS = "KERAS_LIVER_EXPERIMENTS"
+DEFAULT_TF_DATA = "tf_data"
+
+
+# --------------------------------------------------------------------------- config files
+
+def experiments_dir() -> str:
+    """Folder of the experiment JSON files: ``$KERAS_LIVER_EXPERIMENTS``, the repository's
+    ``experiments/`` (source or editable install), or ``<prefix>/share/keras-liver/experiments``."""
+    candidates = [os.environ.get(ENV_EXPERIMENTS),
+                  os.path.join(os.path.dirname(__file__), "..", "..", "experiments"),
+                  os.path.join(sys.prefix, "share", "keras-liver", "experiments")]
+    for c in candidates:
+        if c and os.path.isdir(c):
+            return os.path.abspath(c)
+    raise FileNotFoundError("cannot find the experiments/ folder; set $KERAS_LIVER_EXPERIMENTS")
+
+
+def load_experiment(paper: str) -> dict[str, Any]:
+    with open(os.path.join(experiments_dir(), f"{paper}.json")) as f:
+        return json.load(f)
+
+
+def resolve_config(experiment: dict[str, Any], preset: str, *, variant: str | None = None,
+                   epochs: int | None = None, batch_size: int | None = None,
+                   learning_rate: float | None = None, seed: int = 0,
+                   precision: str | None = None) -> dict[str, Any]:
+    presets = experiment["presets"]
+    if preset not in presets:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(presets)}")
+    config = copy.deepcopy(presets[preset])
+    config["preset"] = preset
+    config["seed"] = seed
+    if variant is not None:
+        variants = experiment.get("variants", {})
+        if variant not in variants:
+            raise ValueError(f"unknown variant {variant!r}; choose one of {sorted(variants)}")
+        config["model"]["name"] = variant
+    if epochs is not None:
+        config["training"]["epochs"] = epochs
+    if batch_size is not None:
+        config["data"]["batch_size"] = batch_size
+    if learning_rate is not None:
+        config["training"]["optimizer"]["learning_rate"] = learning_rate
+    if precision is not None:
+        config["training"]["precision"] = precision
+    return config
+
+
+# --------------------------------------------------------------------------- data
+
+def prepare_data(data: str | None, config: dict[str, Any], *, tf_data: str, workdir: str,
+                 seed: int, name: str) -> str:
+    """Return a converted dataset folder (with ``manifest.json``) for ``data``.
+
+    ``data`` may be a converted dataset (used as is), a NIfTI dataset (LiTS, MSD or flat
+    layout; converted into ``tf_data/<folder name>``), or ``None``: the phantom of the preset is
+    generated under ``workdir/phantom`` and converted into ``tf_data/<name>``. Conversion is
+    resumable and skips cases already converted, so re-running costs nothing.
+    """
+    from keras_liver.data import phantom
+    from keras_liver.data.convert import convert
+    from keras_liver.data.schema import MANIFEST
+
+    split = tuple(config.get("split", (0.64, 0.16, 0.2)))
+    if data is not None:
+        if os.path.exists(os.path.join(data, MANIFEST)):
+            return data
+        out = os.path.join(tf_data, os.path.basename(os.path.normpath(data)))
+        convert(data, out, seed=seed, split=split)
+        return out
+    spec = config.get("phantom", {"cases": 20, "seed": 0})
+    src = os.path.join(workdir, "phantom")
+    _log(f"generating {spec['cases']} phantom cases in {src}")
+    phantom.write_dataset(src, cases=int(spec["cases"]), layout="lits", seed=int(spec.get("seed", 0)),
+                          shape=tuple(spec["shape"]) if spec.get("shape") else None)
+    out = os.path.join(tf_data, name)
+    _log(f"converting to TFRecords in {out}")
+    convert(src, out, seed=seed, split=split, overwrite=True)
+    return out
+
+
+# --------------------------------------------------------------------------- evaluation
+
+def iter_volumes(manifest_root: str, split: str = "test"):
+    """Yield ``(case_id, image (x,y,z) HU, label (x,y,z) uint8, spacing)`` of a split from the
+    per-volume TFRecord shards (so evaluation needs only the converted dataset)."""
+    import tensorflow as tf
+
+    from keras_liver.data import schema
+
+    manifest = schema.load_manifest(manifest_root)
+    cases = {c["id"]: c for c in manifest["cases"]}
+    for case_id in manifest["split"][split]:
+        path = os.path.join(manifest["root"], cases[case_id]["volume"])
+        for record in tf.data.TFRecordDataset(path, compression_type=schema.COMPRESSION):
+            ex = schema.decode_example(record.numpy())
+            yield case_id, ex["image"], ex["label"], tuple(ex["spacing"])
+
+
+def evaluate_binary(predictor, manifest_root: str, *, split: str = "test", foreground=(1, 2),
+                    progress: bool = True):
+    """Per-case LiTS scores and classification metrics of a binary model on a split.
+
+    ``foreground`` lists the label values of the target (liver = liver + tumour in LiTS).
+    Returns a DataFrame with one row per case.
+    """
+    import pandas as pd
+    from tqdm import tqdm
+
+    from keras_liver.metrics import classification, lits_scores
+
+    rows = []
+    cases = list(iter_volumes(manifest_root, split))
+    for case_id, image, label, spacing in tqdm(cases, desc=f"evaluate {split}", disable=not progress,
+                                               file=sys.stderr):
+        _, pred = predictor.predict(image)
+        ref = np.isin(label, foreground)
+        row = {"case": case_id}
+        row.update(lits_scores(pred, ref, spacing=spacing))
+        row.update(classification.binary_scores(pred, ref))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paper_row(experiment: dict[str, Any], table: str, row: str) -> dict[str, float]:
+    t = experiment["tables"][table]
+    return dict(zip(t["columns"], t["rows"][row]))
+
+
+def _log(msg: str) -> None:
+    print(f"[keras-liver] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- command line
+
+def base_parser(paper: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"python -m keras_liver.experiments.{paper}", description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default=None,
+                   help="dataset: a NIfTI folder (LiTS, MSD or flat layout) or a converted "
+                        "TFRecord folder with manifest.json; default: the synthetic phantom")
+    p.add_argument("--preset", default="demo",
+                   help="recipe from experiments/%s.json: 'demo' (reduced, phantom), 'paper' "
+                        "(published), 'tiny' (smoke test)" % paper)
+    p.add_argument("--out", default=os.path.join("runs", paper),
+                   help="run directory: config, weights, history.csv, metrics.csv, saved_model/")
+    p.add_argument("--tf-data", default=DEFAULT_TF_DATA,
+                   help="where converted TFRecord datasets are written")
+    p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    p.add_argument("--batch-size", type=int, default=None, help="override the global batch size")
+    p.add_argument("--learning-rate", type=float, default=None, help="override the learning rate")
+    p.add_argument("--precision", default=None,
+                   choices=["float32", "mixed_float16", "mixed_bfloat16"],
+                   help="Keras dtype policy (losses and outputs stay float32)")
+    p.add_argument("--seed", type=int, default=0, help="seed for split, shuffling and initialisation")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def timer():
+    start = time.perf_counter()
+    return lambda: time.perf_counter() - start

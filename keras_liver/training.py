@@ -1,0 +1,285 @@
+"""One training runner for every paper.
+
+``train(config, data=..., out_dir=...)`` builds the model and optimizer inside a
+``tf.distribute`` strategy (``MirroredStrategy`` over all visible GPUs, else the CPU), compiles
+the paper's loss and metrics, and fits with the paper's callbacks plus ``BackupAndRestore``
+(a killed run resumes at the epoch and learning rate where it stopped), a best-model
+checkpoint, a CSV log and TensorBoard. The resolved configuration and the preprocessing
+parameters are written beside the weights before the first step, so export and inference read
+exactly what training used (nnU-Net's "one plans file" habit).
+
+A run directory holds::
+
+    config.json          resolved experiment config (model, data, training, seed)
+    preprocessing.json   the data config the model expects at inference time
+    model.keras          best model (by the monitored validation metric)
+    last.keras           model at the end of training
+    history.csv          one row per epoch (appended across resumed runs)
+    backup/              BackupAndRestore state (deleted when training completes)
+    logs/                TensorBoard
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+CONFIG_FILE = "config.json"
+PREPROCESSING_FILE = "preprocessing.json"
+BEST_MODEL = "model.keras"
+LAST_MODEL = "last.keras"
+HISTORY_FILE = "history.csv"
+
+
+# --------------------------------------------------------------------------- callbacks
+
+class StopAtLoss(keras.callbacks.Callback):
+    """Stop when the monitored loss falls below ``threshold`` (RA V-Net §3.1: "loss 5e-4 as
+    the function exit")."""
+
+    def __init__(self, threshold: float, monitor: str = "loss"):
+        super().__init__()
+        self.threshold = float(threshold)
+        self.monitor = monitor
+        self.stopped_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and value < self.threshold:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+
+class _LearningRateLogger(keras.callbacks.Callback):
+    """Adds the optimizer's learning rate to the epoch logs (so history.csv records it)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+def _mode_for(monitor: str) -> str:
+    return "min" if "loss" in monitor else "max"
+
+
+def _paper_callbacks(spec: dict[str, Any], monitor: str) -> list[keras.callbacks.Callback]:
+    """Callbacks of the published recipe, from the ``training.callbacks`` config block.
+
+    Each callback watches its own ``monitor`` when given (e.g. MSA-UNet reduces the learning
+    rate on ``val_loss``), else the run's monitored metric; the mode follows the metric name.
+    """
+    callbacks = []
+    if spec.get("reduce_lr"):
+        r = dict(spec["reduce_lr"])
+        m = r.pop("monitor", monitor)
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor=m, mode=r.pop("mode", _mode_for(m)), factor=r.pop("factor", 0.1),
+            patience=r.pop("patience", 10), min_lr=r.pop("min_lr", 0.0), verbose=1, **r))
+    if spec.get("early_stopping"):
+        e = dict(spec["early_stopping"])
+        m = e.pop("monitor", monitor)
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=m, mode=e.pop("mode", _mode_for(m)), patience=e.pop("patience", 20),
+            verbose=1, **e))
+    if spec.get("stop_at_loss") is not None:
+        callbacks.append(StopAtLoss(spec["stop_at_loss"]))
+    return callbacks
+
+
+# --------------------------------------------------------------------------- strategy, seeds
+
+def make_strategy(kind: str = "mirrored") -> tf.distribute.Strategy:
+    """``MirroredStrategy`` over all visible GPUs (or the CPU when there is none).
+
+    With several logical CPU devices configured and no GPU, it mirrors over those CPUs (the
+    test suite uses that to exercise the distributed code path without a GPU).
+    """
+    if kind == "default":
+        return tf.distribute.get_strategy()
+    if kind != "mirrored":
+        raise ValueError(f"strategy must be 'mirrored' or 'default', received {kind!r}")
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        return tf.distribute.MirroredStrategy([d.name for d in gpus])
+    cpus = tf.config.list_logical_devices("CPU")
+    return tf.distribute.MirroredStrategy([d.name for d in cpus])
+
+
+def set_seeds(seed: int) -> None:
+    keras.utils.set_random_seed(int(seed))
+
+
+# --------------------------------------------------------------------------- building blocks
+
+def build_model(model_config: dict[str, Any]) -> keras.Model:
+    from keras_liver.models import get_model
+
+    cfg = dict(model_config)
+    name = cfg.pop("name")
+    if "input_shape" in cfg:
+        cfg["input_shape"] = tuple(cfg["input_shape"])
+    return get_model(name, **cfg)
+
+
+def build_optimizer(spec: dict[str, Any]) -> keras.optimizers.Optimizer:
+    cfg = dict(spec)
+    name = cfg.pop("name", "adam").lower()
+    classes = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+               "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
+    if name not in classes:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(classes)}")
+    return classes[name](**cfg)
+
+
+def build_loss(spec: dict[str, Any] | str):
+    from keras_liver.losses import get_loss
+
+    if isinstance(spec, str):
+        return get_loss(spec)
+    cfg = dict(spec)
+    return get_loss(cfg.pop("name"), **cfg)
+
+
+def build_metrics(task: str):
+    from keras_liver.metrics.keras_metrics import training_metrics
+
+    return training_metrics(task)
+
+
+def _task(data_config: dict[str, Any]) -> str:
+    return "multiclass" if data_config.get("target") == "classes" else "binary"
+
+
+def resolve_monitor(training: dict[str, Any]) -> tuple[str, str]:
+    monitor = training.get("monitor", "val_dice")
+    return monitor, training.get("monitor_mode") or _mode_for(monitor)
+
+
+# --------------------------------------------------------------------------- runner
+
+@dataclass
+class TrainResult:
+    run_dir: str
+    model: keras.Model
+    history: dict[str, list[float]]
+    epochs_run: int
+
+
+def write_json(path: str, obj: Any) -> None:
+    tmp = path + ".partial"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (np.ndarray, tuple)):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def read_run_config(run_dir: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return ``(config, preprocessing)`` written by :func:`train` in ``run_dir``."""
+    with open(os.path.join(run_dir, CONFIG_FILE)) as f:
+        config = json.load(f)
+    with open(os.path.join(run_dir, PREPROCESSING_FILE)) as f:
+        preprocessing = json.load(f)
+    return config, preprocessing
+
+
+def _check_resume_compatible(run_dir: str, config: dict[str, Any]) -> None:
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.exists(path) or not os.path.isdir(os.path.join(run_dir, "backup")):
+        return
+    with open(path) as f:
+        previous = json.load(f)
+    keys = ("model", "data", "training")
+    changed = [k for k in keys if json.dumps(previous.get(k), sort_keys=True) != json.dumps(
+        json.loads(json.dumps(config.get(k), default=_json_default)), sort_keys=True)]
+    if changed:
+        raise ValueError(
+            f"{run_dir}: holds an unfinished run with a different {', '.join(changed)} config; "
+            "resume it with the same config or choose another --out")
+
+
+def train(config: dict[str, Any], *, data: str, out_dir: str, seed: int | None = None,
+          strategy: tf.distribute.Strategy | None = None, verbose: int | str = "auto",
+          steps_per_epoch: int | None = None) -> TrainResult:
+    """Train ``config`` (keys ``model``, ``data``, ``training``) on the converted dataset ``data``.
+
+    ``config["training"]`` holds ``loss`` (a loss spec for :func:`keras_liver.losses.get_loss`),
+    ``optimizer`` (``{"name": "adam", "learning_rate": 1e-4}``), ``epochs``, ``monitor``
+    (default ``val_dice``), ``callbacks`` (``reduce_lr``, ``early_stopping``, ``stop_at_loss``),
+    optional ``precision`` (a Keras dtype policy, e.g. ``mixed_float16``) and ``jit_compile``.
+    ``config["data"]`` is the pipeline config (:mod:`keras_liver.data.pipeline`), its
+    ``batch_size`` the global batch. Re-running with the same ``out_dir`` resumes an
+    interrupted run from its last completed epoch.
+    """
+    from keras_liver.data import pipeline
+
+    config = copy.deepcopy(config)
+    seed = int(config.get("seed", 0) if seed is None else seed)
+    config["seed"] = seed
+    training = config["training"]
+    data_config = config["data"]
+    os.makedirs(out_dir, exist_ok=True)
+    _check_resume_compatible(out_dir, config)
+    config["dataset"] = os.path.abspath(data)
+    write_json(os.path.join(out_dir, CONFIG_FILE), config)
+    write_json(os.path.join(out_dir, PREPROCESSING_FILE), data_config)
+
+    set_seeds(seed)
+    precision = training.get("precision", "float32")
+    keras.mixed_precision.set_dtype_policy(precision)
+    try:
+        strategy = strategy or make_strategy(training.get("strategy", "mirrored"))
+        datasets = pipeline.build_datasets(data, data_config, seed=seed, splits=("train", "val"),
+                                           repeat_train=steps_per_epoch is not None)
+        with strategy.scope():
+            model = build_model(config["model"])
+            model.compile(
+                optimizer=build_optimizer(training.get("optimizer", {"name": "adam"})),
+                loss=build_loss(training["loss"]),
+                metrics=build_metrics(_task(data_config)),
+                jit_compile=bool(training.get("jit_compile", False)),
+            )
+        monitor, mode = resolve_monitor(training)
+        callbacks = [
+            keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup"), delete_checkpoint=True),
+            _LearningRateLogger(),
+            keras.callbacks.ModelCheckpoint(os.path.join(out_dir, BEST_MODEL), monitor=monitor,
+                                            mode=mode, save_best_only=True, verbose=0),
+            keras.callbacks.CSVLogger(os.path.join(out_dir, HISTORY_FILE), append=True),
+            keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), write_graph=False,
+                                        profile_batch=0),
+            *_paper_callbacks(training.get("callbacks", {}), monitor),
+        ]
+        history = model.fit(
+            datasets["train"], validation_data=datasets["val"], epochs=int(training["epochs"]),
+            steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose,
+        )
+        model.save(os.path.join(out_dir, LAST_MODEL))
+        best_path = os.path.join(out_dir, BEST_MODEL)
+        if not os.path.exists(best_path):  # no validation epoch improved (e.g. NaN metric)
+            model.save(best_path)
+        best = keras.models.load_model(best_path, compile=False)
+        return TrainResult(run_dir=out_dir, model=best, history=history.history,
+                           epochs_run=len(history.epoch))
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+
+
+def steps_for(num_examples: int, batch_size: int) -> int:
+    return max(1, math.ceil(num_examples / batch_size))

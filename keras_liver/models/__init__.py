@@ -1,0 +1,39 @@
+"""Model builders, one CamelCase function per published network (keras.applications style),
+and a registry so configs can name a model: ``get_model("ra_vnet", input_shape=(128, 128, 1),
+base_filters=16)``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+
+from keras_liver.models.ra_vnet import CofResUNet, RAVNet, RAVNetWithoutCofRes, ResUNet, UNet
+
+#: Registry name → builder. Names are snake_case; each builder's defaults are the published
+#: configuration.
+MODELS: dict[str, Callable[..., keras.Model]] = {
+    "ra_vnet": RAVNet,
+    "ra_vnet_without_cofres": RAVNetWithoutCofRes,
+    "cofres_unet": CofResUNet,
+    "res_unet": ResUNet,
+    "unet": UNet,
+}
+
+
+def get_model(name: str, **kwargs) -> keras.Model:
+    """Build the registered model ``name`` with the builder's keyword arguments.
+
+    ``input_shape`` may be a list (as read from JSON). Unknown names raise ``KeyError``
+    listing the registered ones.
+    """
+    key = str(name).strip().lower()
+    if key not in MODELS:
+        raise KeyError(f"unknown model {name!r}; registered models: {sorted(MODELS)}")
+    if "input_shape" in kwargs and kwargs["input_shape"] is not None:
+        kwargs["input_shape"] = tuple(kwargs["input_shape"])
+    return MODELS[key](**kwargs)
+
+
+__all__ = ["MODELS", "get_model", "RAVNet", "RAVNetWithoutCofRes", "CofResUNet", "ResUNet",
+           "UNet"]

@@ -1,0 +1,54 @@
+"""Convolution units and segmentation heads, rank-generic (2-D and 3-D by the input's rank).
+
+Layer names follow keras-hub: ``apply_conv_bn_relu(x, 64, name="enc1_conv1")`` creates
+``enc1_conv1_conv``, ``enc1_conv1_bn`` and ``enc1_conv1_relu``.
+"""
+from __future__ import annotations
+
+from keras import layers
+
+from keras_liver import ndim
+
+
+def apply_conv_bn_relu(x, filters: int, kernel_size=3, *, strides=1, dilation_rate=1,
+                       padding: str = "same", use_bias: bool = True,
+                       kernel_initializer="glorot_uniform", activation: str | None = "relu",
+                       name: str):
+    """Conv → BatchNorm → activation (ReLU by default; ``activation=None`` stops after BN).
+
+    Layers: ``{name}_conv``, ``{name}_bn`` and ``{name}_relu`` (``{name}_{activation}`` for
+    another activation).
+    """
+    rank = ndim.rank_of(x)
+    x = ndim.conv(rank, filters, kernel_size, strides=strides, dilation_rate=dilation_rate,
+                  padding=padding, use_bias=use_bias, kernel_initializer=kernel_initializer,
+                  name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    if activation is not None:
+        x = layers.Activation(activation, name=f"{name}_{activation}")(x)
+    return x
+
+
+def apply_conv_bn(x, filters: int, kernel_size=3, *, name: str, **kwargs):
+    """Conv → BatchNorm, no activation (projection shortcuts, pre-add branches)."""
+    return apply_conv_bn_relu(x, filters, kernel_size, activation=None, name=name, **kwargs)
+
+
+def head_activation(num_classes: int) -> str:
+    """``sigmoid`` for one foreground class, ``softmax`` over ``num_classes`` otherwise."""
+    if int(num_classes) < 1:
+        raise ValueError(f"num_classes must be >= 1; received {num_classes}")
+    return "sigmoid" if num_classes == 1 else "softmax"
+
+
+def apply_head(x, num_classes: int, *, activation: str | None = None, name: str = "head"):
+    """Segmentation head: Conv 1×1 (``num_classes``) → sigmoid (1 class) or softmax (K > 1).
+
+    Layers ``{name}_conv`` and ``{name}_{activation}``; the activation runs in float32
+    (``dtype="float32"``), so a mixed-precision model still returns float32 probabilities.
+    ``activation="linear"`` returns float32 logits.
+    """
+    rank = ndim.rank_of(x)
+    activation = activation or head_activation(num_classes)
+    x = ndim.conv(rank, num_classes, 1, name=f"{name}_conv")(x)
+    return layers.Activation(activation, dtype="float32", name=f"{name}_{activation}")(x)

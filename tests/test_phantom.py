@@ -1,0 +1,269 @@
+"""Synthetic abdominal CT phantom (keras_liver.data.phantom): geometry, labels, HU, I/O."""
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+
+from keras_liver.data import phantom as P
+from keras_liver.data.phantom import Tissue
+from keras_liver.data.volumes import read_volume
+
+TINY = (96, 96, 20)
+DEFAULT_SEEDS = (0, 1, 2, 3)
+
+
+@pytest.fixture(scope="module")
+def default_cases():
+    return [P.generate_case(s) for s in DEFAULT_SEEDS]
+
+
+def _median(case, mask):
+    assert mask.any()
+    return float(np.median(case.image[mask]))
+
+
+def _centroid(mask):
+    return np.array([ax.mean() for ax in np.nonzero(mask)])
+
+
+# --------------------------------------------------------------------------- determinism
+
+def test_same_seed_same_arrays_and_different_seed_differs():
+    a, b, c = P.generate_case(7, shape=TINY), P.generate_case(7, shape=TINY), P.generate_case(8, shape=TINY)
+    for name in ("image", "label", "couinaud", "vessels", "tissue", "affine"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.spacing == b.spacing
+    assert a.spacing != c.spacing or not np.array_equal(a.image, c.image)
+    assert not np.array_equal(a.label, c.label)
+
+
+def test_default_case_is_deterministic(default_cases):
+    again = P.generate_case(DEFAULT_SEEDS[1])
+    np.testing.assert_array_equal(again.image, default_cases[1].image)
+    np.testing.assert_array_equal(again.couinaud, default_cases[1].couinaud)
+
+
+def test_anatomy_does_not_depend_on_intensity_rendering(default_cases):
+    """The tissue map / labels come from build_anatomy alone (an MRI variant can reuse them)."""
+    anat = P.build_anatomy(DEFAULT_SEEDS[0])
+    case = default_cases[0]
+    np.testing.assert_array_equal(anat.tissue, case.tissue)
+    np.testing.assert_array_equal(anat.label, case.label)
+    assert anat.tissue.dtype == np.uint8 and anat.tissue.max() < len(Tissue)
+
+
+# --------------------------------------------------------------------------- grid
+
+def test_default_grid_ranges_and_affine(default_cases):
+    for case in default_cases:
+        nx, ny, nz = case.image.shape
+        sx, sy, sz = case.spacing
+        assert nx == ny and 160 <= nx <= 224 and 40 <= nz <= 64
+        assert sx == sy and 1.6 <= sx <= 2.4 and 2.5 <= sz <= 5.0
+        assert case.image.dtype == np.float32
+        assert case.label.dtype == case.couinaud.dtype == case.vessels.dtype == np.uint8
+        assert case.label.shape == case.couinaud.shape == case.vessels.shape == case.image.shape
+        assert case.affine.shape == (4, 4) and case.affine.dtype == np.float64
+        np.testing.assert_allclose(np.abs(np.diag(case.affine)[:3]), case.spacing)
+        # the body (HU > -500) is 300-380 mm wide (+-5 % for the outline's irregularity) and
+        # fits inside the field of view
+        body = case.image[:, :, nz // 2] > -500
+        cols = np.flatnonzero(body.any(axis=1))
+        width = (cols[-1] - cols[0] + 1) * sx
+        assert 280 <= width <= 400, width
+        assert cols[0] > 0 and cols[-1] < nx - 1
+        rows = np.flatnonzero(body.any(axis=0))
+        assert rows[0] > 0 and rows[-1] < ny - 1
+
+
+@pytest.mark.parametrize("shape", [TINY, (128, 112, 24)])
+def test_forced_shape(shape):
+    case = P.generate_case(11, shape=shape)
+    assert case.image.shape == case.label.shape == shape
+    assert set(np.unique(case.label)) <= {0, 1, 2} and (case.label == 1).any()
+    assert np.count_nonzero(np.bincount(case.couinaud.ravel(), minlength=10)[1:]) == 9
+    # the spacing makes the field of view hold the body
+    assert shape[0] * case.spacing[0] >= 300
+
+
+def test_forced_shape_and_spacing():
+    case = P.generate_case(3, shape=(150, 150, 40), spacing=(2.5, 2.5, 6.0))
+    assert case.image.shape == (150, 150, 40) and case.spacing == (2.5, 2.5, 6.0)
+    np.testing.assert_allclose(np.diag(case.affine)[:3], (-2.5, -2.5, 6.0))
+    assert (case.label == 1).any()
+
+
+def test_bad_arguments_are_rejected():
+    with pytest.raises(ValueError, match="shape"):
+        P.generate_case(0, shape=(16, 16, 4))
+    with pytest.raises(ValueError, match="spacing"):
+        P.generate_case(0, spacing=(1.0, -1.0, 2.0))
+    with pytest.raises(ValueError, match="field of view"):
+        P.generate_case(0, shape=(64, 64, 20), spacing=(1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match="seed"):
+        P.generate_case(-1)
+
+
+# --------------------------------------------------------------------------- labels
+
+def test_labels_tumours_and_couinaud_cover_the_liver(default_cases):
+    n_tumour_cases = 0
+    for case in default_cases:
+        assert set(np.unique(case.label)) <= {0, 1, 2}
+        liver = case.label > 0
+        np.testing.assert_array_equal(case.couinaud > 0, liver)
+        counts = np.bincount(case.couinaud.ravel(), minlength=10)
+        assert counts.size == 10 and (counts[1:] > 0).all(), counts
+        tumour = case.label == 2
+        if tumour.any():
+            n_tumour_cases += 1
+            assert (case.tissue[tumour] == Tissue.TUMOUR).all()
+            assert (case.couinaud[tumour] > 0).all()
+        assert not ((case.tissue == Tissue.TUMOUR) & ~liver).any()
+        # LiTS convention: intrahepatic vessels are liver, the IVC and gallbladder are not
+        assert (case.label[case.tissue == Tissue.IVC] == 0).all()
+        assert (case.label[case.tissue == Tissue.GALLBLADDER] == 0).all()
+    assert n_tumour_cases >= 2
+
+
+def test_liver_spans_a_proper_z_subrange(default_cases):
+    for case in default_cases + [P.generate_case(5, shape=TINY)]:
+        per_slice = (case.label > 0).any(axis=(0, 1))
+        ks = np.flatnonzero(per_slice)
+        nz = per_slice.size
+        assert ks[0] >= 2 and ks[-1] <= nz - 3, (ks[0], ks[-1], nz)
+        # contiguous and a substantial part of the volume
+        assert ks[-1] - ks[0] + 1 == ks.size
+        assert 0.3 * nz <= ks.size <= 0.9 * nz
+
+
+def test_orientation_liver_right_spleen_left_spine_posterior(default_cases):
+    """Voxel axis 0 runs patient right -> left, axis 1 anterior -> posterior (affine diag(-,-,+))."""
+    for case in default_cases:
+        body = _centroid(case.tissue != Tissue.AIR)
+        liver = _centroid(case.label > 0)
+        spleen = _centroid(case.tissue == Tissue.SPLEEN)
+        spine = _centroid(case.tissue == Tissue.BONE_CANCELLOUS)
+        assert liver[0] < spine[0] < spleen[0]
+        assert liver[0] < body[0] < spleen[0]
+        assert spine[1] > body[1] and spine[1] > liver[1]
+        assert case.affine[0, 0] < 0 and case.affine[1, 1] < 0 and case.affine[2, 2] > 0
+
+
+def test_couinaud_geometry(default_cases):
+    for case in default_cases:
+        c = {k: _centroid(case.couinaud == k) for k in range(1, 10)}
+        # left lateral segments (II, III) lie to the patient's left of the right-lobe
+        # segments (V-VIII), i.e. at larger voxel index along axis 0
+        for left in (2, 3):
+            for right in (6, 7, 8, 9):
+                assert c[left][0] > c[right][0]
+        # superior (VII, VIII, IVa) above inferior (VI, V, IVb)
+        assert c[8][2] > c[7][2] and c[9][2] > c[6][2] and c[4][2] > c[5][2]
+        # the posterior sector (VI, VII) lies posterior to the anterior sector (V, VIII)
+        assert c[7][1] + c[8][1] > c[6][1] + c[9][1]
+        # the caudate lobe (I) borders the IVC
+        ivc = _centroid(case.tissue == Tissue.IVC)
+        dist_mm = np.hypot(*((c[1][:2] - ivc[:2]) * case.spacing[:2]))
+        assert dist_mm < 40
+        assert (case.couinaud == 1).sum() < 0.1 * (case.label > 0).sum()
+
+
+def test_vessels_inside_or_entering_the_liver(default_cases):
+    for case in default_cases:
+        v = case.vessels > 0
+        assert set(np.unique(case.vessels)) == {0, 1}
+        assert np.isin(case.tissue[v], (Tissue.PORTAL_VEIN, Tissue.HEPATIC_VEIN)).all()
+        inside = (case.label[v] > 0).mean()
+        assert inside > 0.7, inside
+        assert (case.tissue[case.label > 0] == Tissue.HEPATIC_VEIN).any()
+
+
+# --------------------------------------------------------------------------- intensities
+
+def test_hounsfield_units_per_tissue(default_cases):
+    for case in default_cases:
+        t = case.tissue
+        liver = _median(case, (case.label == 1) & (t == Tissue.LIVER))
+        assert 85 <= liver <= 135
+        assert abs(_median(case, t == Tissue.SPLEEN) - liver) <= 25
+        assert _median(case, np.isin(t, (Tissue.BONE_CANCELLOUS, Tissue.BONE_CORTICAL))) > 300
+        assert np.percentile(case.image[t == Tissue.RIB], 75) > 300  # thin: partial volume
+        assert np.percentile(case.image[t == Tissue.BONE_CORTICAL], 90) > 500
+        assert -135 <= _median(case, t == Tissue.FAT) <= -60
+        assert 25 <= _median(case, t == Tissue.MUSCLE) <= 75
+        assert _median(case, t == Tissue.KIDNEY_CORTEX) > liver + 15
+        assert _median(case, np.isin(t, (Tissue.PORTAL_VEIN, Tissue.HEPATIC_VEIN))) > liver + 15
+        assert _median(case, t == Tissue.AIR) < -950
+        assert _median(case, t == Tissue.LUNG) < -700
+        if (case.label == 2).any():
+            assert _median(case, case.label == 2) < liver - 15
+        # noise sigma 8-25 HU (added after the blur): adjacent liver voxels differ by about
+        # sqrt(2) * sigma
+        pair = (t[1:] == Tissue.LIVER) & (t[:-1] == Tissue.LIVER)
+        sigma = np.std(np.diff(case.image, axis=0)[pair]) / np.sqrt(2)
+        assert 6.0 <= sigma <= 30.0, sigma
+    assert np.isfinite(default_cases[0].image).all()
+
+
+# --------------------------------------------------------------------------- datasets
+
+def _digest(paths):
+    return {os.path.relpath(p): hashlib.sha256(open(p, "rb").read()).hexdigest() for p in paths}
+
+
+def test_write_dataset_lits_layout_and_idempotence(tmp_path):
+    out = tmp_path / "lits"
+    pairs = P.write_dataset(str(out), cases=2, layout="lits", seed=4, shape=TINY, progress=False)
+    assert pairs == [(str(out / f"volume-{i}.nii.gz"), str(out / f"segmentation-{i}.nii.gz")) for i in range(2)]
+    assert sorted(os.listdir(out)) == ["segmentation-0.nii.gz", "segmentation-1.nii.gz",
+                                       "volume-0.nii.gz", "volume-1.nii.gz"]
+    case0 = P.generate_case(P.case_seed(4, 0), shape=TINY)
+    for i, (img_path, lab_path) in enumerate(pairs):
+        img, lab = read_volume(img_path), read_volume(lab_path, dtype=np.uint8)
+        np.testing.assert_allclose(img.affine, lab.affine)
+        assert img.header.get_data_dtype() == np.int16 and lab.header.get_data_dtype() == np.uint8
+        assert img.shape == lab.shape == TINY
+        assert set(np.unique(lab.data)) <= {0, 1, 2}
+        if i == 0:
+            np.testing.assert_allclose(img.affine, case0.affine, atol=1e-4)
+            np.testing.assert_allclose(img.spacing, case0.spacing, rtol=1e-6)
+            np.testing.assert_array_equal(lab.data, case0.label)
+            np.testing.assert_array_equal(img.data, np.rint(case0.image))
+    files = [p for pair in pairs for p in pair]
+    before = _digest(files)
+    assert len(set(before.values())) == 4  # the two cases differ
+    P.write_dataset(str(out), cases=2, layout="lits", seed=4, shape=TINY, progress=False)
+    assert _digest(files) == before
+
+
+def test_write_dataset_msd_layout(tmp_path):
+    out = tmp_path / "Task03_Liver"
+    pairs = P.write_dataset(str(out), cases=3, layout="msd", seed=1, shape=TINY, progress=True)
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["modality"] == {"0": "CT"}
+    assert meta["labels"] == {"0": "background", "1": "liver", "2": "cancer"}
+    assert meta["numTraining"] == 3 and meta["numTest"] == 0 and meta["test"] == []
+    assert meta["training"] == [{"image": f"./imagesTr/liver_{i}.nii.gz", "label": f"./labelsTr/liver_{i}.nii.gz"}
+                                for i in range(3)]
+    assert isinstance(meta["name"], str) and isinstance(meta["description"], str)
+    for i, (img_path, lab_path) in enumerate(pairs):
+        assert img_path == str(out / "imagesTr" / f"liver_{i}.nii.gz")
+        assert lab_path == str(out / "labelsTr" / f"liver_{i}.nii.gz")
+        img, lab = read_volume(img_path), read_volume(lab_path)
+        np.testing.assert_array_equal(img.affine, lab.affine)
+        assert (lab.data == 1).any()
+    files = [p for pair in pairs for p in pair] + [str(out / "dataset.json")]
+    before = _digest(files)
+    P.write_dataset(str(out), cases=3, layout="msd", seed=1, shape=TINY, progress=False)
+    assert _digest(files) == before
+    assert not [n for n in os.listdir(out) if n.startswith(".")]
+
+
+def test_write_dataset_seeds_differ_per_case_and_bad_layout(tmp_path):
+    assert len({P.case_seed(0, i) for i in range(50)}) == 50
+    assert P.case_seed(0, 1) != P.case_seed(1, 0)
+    with pytest.raises(ValueError, match="layout"):
+        P.write_dataset(str(tmp_path), cases=1, layout="nnunet", progress=False)

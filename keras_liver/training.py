@@ -216,7 +216,8 @@ def _check_resume_compatible(run_dir: str, config: dict[str, Any]) -> None:
 
 def train(config: dict[str, Any], *, data: str, out_dir: str, seed: int | None = None,
           strategy: tf.distribute.Strategy | None = None, verbose: int | str = "auto",
-          steps_per_epoch: int | None = None) -> TrainResult:
+          steps_per_epoch: int | None = None,
+          callbacks: list[keras.callbacks.Callback] | None = None) -> TrainResult:
     """Train ``config`` (keys ``model``, ``data``, ``training``) on the converted dataset ``data``.
 
     ``config["training"]`` holds ``loss`` (a loss spec for :func:`keras_liver.losses.get_loss`),
@@ -225,18 +226,23 @@ def train(config: dict[str, Any], *, data: str, out_dir: str, seed: int | None =
     optional ``precision`` (a Keras dtype policy, e.g. ``mixed_float16``) and ``jit_compile``.
     ``config["data"]`` is the pipeline config (:mod:`keras_liver.data.pipeline`), its
     ``batch_size`` the global batch. Re-running with the same ``out_dir`` resumes an
-    interrupted run from its last completed epoch.
+    interrupted run from its last completed epoch. ``callbacks`` are added before the
+    runner's own.
     """
     from keras_liver.data import pipeline
+    from keras_liver.data.preprocessing import resolve_config as resolve_data_config
 
     config = copy.deepcopy(config)
     seed = int(config.get("seed", 0) if seed is None else seed)
     config["seed"] = seed
+    config["data"] = data_config = resolve_data_config(config["data"])
+    config["dataset"] = os.path.abspath(data)
     training = config["training"]
-    data_config = config["data"]
     os.makedirs(out_dir, exist_ok=True)
     _check_resume_compatible(out_dir, config)
-    config["dataset"] = os.path.abspath(data)
+    history_path = os.path.join(out_dir, HISTORY_FILE)
+    if not os.path.isdir(os.path.join(out_dir, "backup")) and os.path.exists(history_path):
+        os.remove(history_path)  # a fresh run, not a resumed one: start a new log
     write_json(os.path.join(out_dir, CONFIG_FILE), config)
     write_json(os.path.join(out_dir, PREPROCESSING_FILE), data_config)
 
@@ -257,14 +263,17 @@ def train(config: dict[str, Any], *, data: str, out_dir: str, seed: int | None =
             )
         monitor, mode = resolve_monitor(training)
         callbacks = [
-            keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup"), delete_checkpoint=True),
+            *(callbacks or []),
             _LearningRateLogger(),
             keras.callbacks.ModelCheckpoint(os.path.join(out_dir, BEST_MODEL), monitor=monitor,
                                             mode=mode, save_best_only=True, verbose=0),
-            keras.callbacks.CSVLogger(os.path.join(out_dir, HISTORY_FILE), append=True),
+            keras.callbacks.CSVLogger(history_path, append=True),
             keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), write_graph=False,
                                         profile_batch=0),
             *_paper_callbacks(training.get("callbacks", {}), monitor),
+            # Last, so the backup taken at the end of an epoch holds the learning rate that
+            # ReduceLROnPlateau set during that epoch's end.
+            keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup"), delete_checkpoint=True),
         ]
         history = model.fit(
             datasets["train"], validation_data=datasets["val"], epochs=int(training["epochs"]),

@@ -1,0 +1,129 @@
+"""The training runner: distributed fit, resume after a kill, the recipe's callbacks."""
+import csv
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import run_python
+from keras_liver import training
+from keras_liver.experiments import common
+
+
+def tiny_config(epochs=1, **training_overrides):
+    config = common.resolve_config(common.load_experiment("ra_vnet"), "tiny", epochs=epochs)
+    config["training"].update(training_overrides)
+    return config
+
+
+def read_history(run_dir):
+    with open(os.path.join(run_dir, training.HISTORY_FILE)) as f:
+        return list(csv.DictReader(f))
+
+
+def test_mirrored_strategy_over_two_logical_cpus(tiny_dataset, tmp_path):
+    out = str(tmp_path / "run")
+    code = f"""
+import json, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from keras_liver import training
+from keras_liver.experiments import common
+config = common.resolve_config(common.load_experiment("ra_vnet"), "tiny", epochs=2)
+strategy = training.make_strategy()
+result = training.train(config, data={tiny_dataset!r}, out_dir={out!r}, strategy=strategy, verbose=0)
+print("RESULT", json.dumps({{"replicas": strategy.num_replicas_in_sync,
+                            "devices": list(strategy.extended.worker_devices),
+                            "loss": result.history["loss"], "epochs": result.epochs_run}}))
+"""
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.split("RESULT", 1)[1])
+    assert result["replicas"] == 2
+    assert len(result["devices"]) == 2 and all("CPU" in d for d in result["devices"])
+    assert result["epochs"] == 2 and all(np.isfinite(result["loss"]))
+    for name in (training.CONFIG_FILE, training.PREPROCESSING_FILE, training.BEST_MODEL,
+                 training.LAST_MODEL, training.HISTORY_FILE):
+        assert os.path.exists(os.path.join(out, name)), name
+    assert not os.path.exists(os.path.join(out, "backup")), "backup is removed after a finished run"
+    config, preprocessing = training.read_run_config(out)
+    assert preprocessing == config["data"]
+    assert preprocessing["window"] == [-100, 200] and config["seed"] == 0
+
+
+class _SetLearningRate(keras.callbacks.Callback):
+    """Halves the learning rate at every epoch end (stands in for ReduceLROnPlateau)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.optimizer.learning_rate.assign(1e-3 * 0.5 ** (epoch + 1))
+
+
+class _Kill(keras.callbacks.Callback):
+    def __init__(self, at_epoch):
+        super().__init__()
+        self.at_epoch = at_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at_epoch:
+            raise KeyboardInterrupt("simulated kill")
+
+
+class _Record(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.begins = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self.begins.append((epoch, lr))
+
+
+def test_killed_run_resumes_at_same_epoch_and_learning_rate(tiny_dataset, tmp_path):
+    out = str(tmp_path / "run")
+    config = tiny_config(epochs=3, strategy="default")
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, data=tiny_dataset, out_dir=out, verbose=0,
+                       callbacks=[_SetLearningRate(), _Kill(at_epoch=2)])
+    assert os.path.isdir(os.path.join(out, "backup"))
+    assert [int(r["epoch"]) for r in read_history(out)] == [0, 1]
+
+    record = _Record()
+    result = training.train(config, data=tiny_dataset, out_dir=out, verbose=0,
+                            callbacks=[record, _SetLearningRate()])
+    # Only the third epoch ran, with the learning rate the killed run had set.
+    assert record.begins == [(2, pytest.approx(1e-3 * 0.25))]
+    assert result.epochs_run == 1
+    assert [int(r["epoch"]) for r in read_history(out)] == [0, 1, 2]
+    assert not os.path.exists(os.path.join(out, "backup"))
+
+
+def test_resume_refuses_a_different_config(tiny_dataset, tmp_path):
+    out = str(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        training.train(tiny_config(epochs=2, strategy="default"), data=tiny_dataset, out_dir=out,
+                       verbose=0, callbacks=[_Kill(at_epoch=1)])
+    changed = tiny_config(epochs=2, strategy="default")
+    changed["model"]["base_filters"] = 8
+    with pytest.raises(ValueError, match="different model config"):
+        training.train(changed, data=tiny_dataset, out_dir=out, verbose=0)
+
+
+def test_stop_at_loss_ends_training(tiny_dataset, tmp_path):
+    # Dice loss is below 1.0 after any epoch, so a threshold of 1.0 stops after the first.
+    config = tiny_config(epochs=3, strategy="default")
+    config["training"]["callbacks"] = {"stop_at_loss": 1.0}
+    result = training.train(config, data=tiny_dataset, out_dir=str(tmp_path / "run"), verbose=0)
+    assert result.epochs_run == 1
+
+
+def test_paper_callbacks_follow_their_own_monitor():
+    cbs = training._paper_callbacks(
+        {"reduce_lr": {"monitor": "val_loss", "factor": 0.5, "patience": 8},
+         "early_stopping": {"patience": 20}, "stop_at_loss": 5e-4}, "val_dice")
+    reduce, early, stop = cbs
+    assert (reduce.monitor, reduce.mode, reduce.factor, reduce.patience) == ("val_loss", "min", 0.5, 8)
+    assert (early.monitor, early.patience) == ("val_dice", 20)
+    assert early.mode == "max", "val_dice is maximised"
+    assert stop.threshold == 5e-4

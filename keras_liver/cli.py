@@ -17,7 +17,10 @@ import sys
 
 
 def _split(text: str) -> tuple[float, float, float]:
-    parts = [float(x) for x in text.split(",")]
+    try:
+        parts = [float(x) for x in text.split(",")]
+    except ValueError:
+        parts = []
     if len(parts) != 3 or any(p < 0 for p in parts) or abs(sum(parts) - 1) > 1e-6:
         raise argparse.ArgumentTypeError(f"expected three fractions summing to 1, e.g. 0.64,0.16,0.2; got {text!r}")
     return tuple(parts)

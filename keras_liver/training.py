@@ -278,6 +278,7 @@ def train(config: dict[str, Any], *, data: str, out_dir: str, seed: int | None =
         history = model.fit(
             datasets["train"], validation_data=datasets["val"], epochs=int(training["epochs"]),
             steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose,
+            shuffle=False,  # the pipeline shuffles (seeded); fit cannot shuffle a tf.data input
         )
         model.save(os.path.join(out_dir, LAST_MODEL))
         best_path = os.path.join(out_dir, BEST_MODEL)

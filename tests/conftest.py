@@ -39,3 +39,67 @@ def run_python(code: str, *, env_extra=None, timeout=600, cwd=None) -> subproces
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env_extra or {}))
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=cwd or REPO)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """``python -m keras_liver.experiments.ra_vnet --preset tiny`` run once per session.
+
+    Returns ``(run_dir, tf_data_dir, stdout)``.
+    """
+    import contextlib
+    import io
+
+    from keras_liver.experiments import ra_vnet
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    run_dir, tf_data = str(root / "run"), str(root / "tf_data")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = ra_vnet.main(["--preset", "tiny", "--out", run_dir, "--tf-data", tf_data,
+                             "--no-progress"])
+    assert code == 0
+    return run_dir, tf_data, buf.getvalue()
+
+
+#: Loads a SavedModel with keras_liver made unimportable, as TF Serving would (no project
+#: Python): prints the signature's inputs/outputs and the outputs for a saved input.
+NO_PROJECT_LOADER = r"""
+import importlib.abc, json, sys
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "keras_liver" or name.startswith("keras_liver."):
+            raise ImportError("keras_liver is not importable here")
+sys.meta_path.insert(0, _Block())
+sys.path = [p for p in sys.path if p not in ("", ".")]
+import numpy as np, tensorflow as tf
+try:
+    import keras_liver
+    raise SystemExit("keras_liver should not be importable")
+except ImportError:
+    pass
+model_dir, x_path, out_path = sys.argv[1:4]
+fn = tf.saved_model.load(model_dir).signatures["serving_default"]
+x = np.load(x_path)
+out = fn(image=tf.constant(x))
+np.savez(out_path, **{k: v.numpy() for k, v in out.items()})
+print(json.dumps({"inputs": sorted(fn.structured_input_signature[1]),
+                  "outputs": sorted(fn.structured_outputs)}))
+"""
+
+
+def load_without_project(model_dir, x, tmp_path):
+    """Run ``NO_PROJECT_LOADER`` in a fresh interpreter outside the repository."""
+    import json
+
+    import numpy as np
+
+    x_path, out_path = str(tmp_path / "x.npy"), str(tmp_path / "out.npz")
+    np.save(x_path, x)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH="")
+    proc = subprocess.run([sys.executable, "-c", NO_PROJECT_LOADER, model_dir, x_path, out_path],
+                          capture_output=True, text=True, timeout=300, env=env,
+                          cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sig = json.loads(proc.stdout.strip().splitlines()[-1])
+    return sig, dict(np.load(out_path))

@@ -100,22 +100,32 @@ def test_killed_run_resumes_at_same_epoch_and_learning_rate(tiny_dataset, tmp_pa
 
 
 def test_resume_refuses_a_different_config(tiny_dataset, tmp_path):
-    out = str(tmp_path / "run")
-    with pytest.raises(KeyboardInterrupt):
-        training.train(tiny_config(epochs=2, strategy="default"), data=tiny_dataset, out_dir=out,
-                       verbose=0, callbacks=[_Kill(at_epoch=1)])
+    # An unfinished run (config.json + backup/) is resumed only with the same config.
+    out = tmp_path / "run"
+    (out / "backup").mkdir(parents=True)
+    config = tiny_config(epochs=2, strategy="default")
+    from keras_liver.data.preprocessing import resolve_config
+    saved = dict(config, data=resolve_config(config["data"]))
+    training.write_json(str(out / training.CONFIG_FILE), saved)
     changed = tiny_config(epochs=2, strategy="default")
     changed["model"]["base_filters"] = 8
     with pytest.raises(ValueError, match="different model config"):
-        training.train(changed, data=tiny_dataset, out_dir=out, verbose=0)
+        training.train(changed, data=tiny_dataset, out_dir=str(out), verbose=0)
+    assert json.loads((out / training.CONFIG_FILE).read_text())["model"]["base_filters"] == 4, \
+        "the unfinished run's config is kept"
 
 
-def test_stop_at_loss_ends_training(tiny_dataset, tmp_path):
-    # Dice loss is below 1.0 after any epoch, so a threshold of 1.0 stops after the first.
-    config = tiny_config(epochs=3, strategy="default")
-    config["training"]["callbacks"] = {"stop_at_loss": 1.0}
-    result = training.train(config, data=tiny_dataset, out_dir=str(tmp_path / "run"), verbose=0)
-    assert result.epochs_run == 1
+class _FakeModel:
+    stop_training = False
+
+
+def test_stop_at_loss_stops_below_threshold_only():
+    cb = training.StopAtLoss(5e-4)
+    cb.set_model(_FakeModel())
+    cb.on_epoch_end(0, {"loss": 1e-3})
+    assert not cb.model.stop_training
+    cb.on_epoch_end(1, {"loss": 4e-4})
+    assert cb.model.stop_training and cb.stopped_epoch == 1
 
 
 def test_paper_callbacks_follow_their_own_monitor():

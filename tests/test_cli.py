@@ -1,0 +1,133 @@
+"""The keras-liver command line: each stage, and one clear error for bad input."""
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from keras_liver.cli import main
+from keras_liver.data import schema
+from keras_liver.data.fixtures import load_lits117
+from keras_liver.data.volumes import read_volume, write_volume
+
+
+def run(argv, capsys):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_phantom_msd_then_convert(tmp_path, capsys):
+    src, out = str(tmp_path / "msd"), str(tmp_path / "tf")
+    code, stdout, _ = run(["phantom", "--cases", "3", "--out", src, "--layout", "msd",
+                           "--shape", "48", "48", "12", "--no-progress"], capsys)
+    assert code == 0 and "3 phantom cases" in stdout
+    assert os.path.exists(os.path.join(src, "dataset.json"))
+    code, stdout, _ = run(["convert", src, "--out", out, "--split", "0.34,0.33,0.33",
+                           "--no-progress"], capsys)
+    assert code == 0
+    manifest = schema.load_manifest(out)
+    assert manifest["layout"] == "msd" and len(manifest["cases"]) == 3
+    assert all(len(manifest["split"][s]) == 1 for s in ("train", "val", "test"))
+
+
+def test_convert_bad_dataset_names_the_file_and_keeps_the_previous_conversion(
+        phantom_lits, tiny_dataset, tmp_path, capsys):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(phantom_lits, bad)
+    seg = read_volume(str(bad / "segmentation-2.nii.gz"), dtype=np.uint8)
+    data = seg.data.copy()
+    data[0, 0, 0] = 7
+    write_volume(str(bad / "segmentation-2.nii.gz"), data, seg.affine, header=seg.header)
+    out = tmp_path / "tf"
+    shutil.copytree(tiny_dataset, out)
+    before = (out / schema.MANIFEST).read_bytes()
+    code, _, err = run(["convert", str(bad), "--out", str(out), "--overwrite", "--no-progress"], capsys)
+    assert code == 2
+    assert "segmentation-2.nii.gz" in err and "7" in err and err.count("\n") == 1
+    assert (out / schema.MANIFEST).read_bytes() == before
+
+
+def test_predict_writes_on_the_input_grid(tiny_run, phantom_lits, tmp_path, capsys):
+    run_dir, _, _ = tiny_run
+    src = os.path.join(phantom_lits, "volume-1.nii.gz")
+    out = str(tmp_path / "pred.nii.gz")
+    code, stdout, _ = run(["predict", "--model", run_dir, src, "--out", out, "--no-progress"], capsys)
+    assert code == 0 and out in stdout
+    ref, pred = nib.load(src), nib.load(out)
+    assert pred.shape == ref.shape
+    np.testing.assert_allclose(pred.affine, ref.affine)
+    assert pred.header.get_zooms() == ref.header.get_zooms()
+    assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1}
+
+
+def test_predict_a_folder_of_inputs(tiny_run, phantom_lits, tmp_path, capsys):
+    run_dir, _, _ = tiny_run
+    inputs = [os.path.join(phantom_lits, f"volume-{i}.nii.gz") for i in (0, 1)]
+    out = tmp_path / "preds"
+    out.mkdir()
+    code, _, _ = run(["predict", "--model", run_dir, *inputs, "--out", str(out), "--no-progress"], capsys)
+    assert code == 0
+    assert sorted(os.listdir(out)) == ["volume-0_pred.nii.gz", "volume-1_pred.nii.gz"]
+
+
+def test_predict_on_the_real_lits117_crop(tiny_run, tmp_path, capsys):
+    run_dir, _, _ = tiny_run
+    crop = load_lits117()
+    affine = np.diag([-0.8, -0.8, 1.5, 1.0])
+    src = write_volume(str(tmp_path / "lits117.nii.gz"), crop.image, affine)
+    out = str(tmp_path / "lits117_pred.nii.gz")
+    code, _, _ = run(["predict", "--model", run_dir, src, "--out", out, "--no-progress"], capsys)
+    assert code == 0
+    pred = nib.load(out)
+    assert pred.shape == crop.image.shape
+    np.testing.assert_allclose(pred.affine, affine)
+
+
+def test_predict_truncated_input_fails_cleanly_and_keeps_existing_output(tiny_run, phantom_lits,
+                                                                          tmp_path, capsys):
+    run_dir, _, _ = tiny_run
+    good = open(os.path.join(phantom_lits, "volume-0.nii.gz"), "rb").read()
+    truncated = tmp_path / "truncated.nii.gz"
+    truncated.write_bytes(good[: len(good) // 2])
+    out = tmp_path / "out.nii.gz"
+    out.write_bytes(b"previous result")
+    code, _, err = run(["predict", "--model", run_dir, str(truncated), "--out", str(out),
+                        "--no-progress"], capsys)
+    assert code == 2
+    assert str(truncated) in err and "truncated or corrupt" in err
+    assert out.read_bytes() == b"previous result"
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".partial")]
+
+
+def test_evaluate_and_export(tiny_run, phantom_lits, tmp_path, capsys):
+    run_dir, _, _ = tiny_run
+    preds, refs = tmp_path / "preds", tmp_path / "refs"
+    for d in (preds, refs):
+        d.mkdir()
+    ref_path = os.path.join(phantom_lits, "segmentation-1.nii.gz")
+    os.symlink(ref_path, refs / "segmentation-1.nii.gz")
+    assert main(["predict", "--model", run_dir, os.path.join(phantom_lits, "volume-1.nii.gz"),
+                 "--out", str(preds / "segmentation-1.nii.gz"), "--no-progress"]) == 0
+    code, stdout, _ = run(["evaluate", str(preds), str(refs), "--out", str(tmp_path / "eval"),
+                           "--no-progress"], capsys)
+    assert code == 0 and "liver_dice" in stdout
+    assert os.path.exists(tmp_path / "eval" / "metrics.csv")
+
+    code, stdout, _ = run(["export", run_dir, "--out", str(tmp_path / "serving"), "--version", "3"], capsys)
+    assert code == 0
+    assert os.path.exists(tmp_path / "serving" / "3" / "saved_model.pb")
+
+
+def test_missing_run_directory_is_one_clear_error(tmp_path, capsys):
+    code, _, err = run(["export", str(tmp_path / "nowhere")], capsys)
+    assert code == 2 and "no trained model" in err
+
+
+@pytest.mark.parametrize("bad", ["0.5,0.5", "0.5,0.6,0.2", "a,b,c"])
+def test_split_must_be_three_fractions(bad, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["convert", str(tmp_path), "--out", str(tmp_path / "o"), "--split", bad])
+    assert "three fractions" in capsys.readouterr().err

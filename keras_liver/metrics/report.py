@@ -124,9 +124,26 @@ def with_summary(frame: pd.DataFrame, ddof: int = 0) -> pd.DataFrame:
     return pd.concat([cases, summarize(cases, ddof=ddof)])
 
 
+def _cell(value, floatfmt: str) -> str:
+    if isinstance(value, (float, np.floating)):
+        return "nan" if np.isnan(value) else format(float(value), floatfmt)
+    return str(value).replace("|", "\\|")
+
+
 def to_markdown(frame: pd.DataFrame, floatfmt: str = ".4f") -> str:
-    """A frame as a Markdown table (tabulate); a plain 0..n−1 index is left out."""
-    return frame.to_markdown(index=not isinstance(frame.index, pd.RangeIndex), floatfmt=floatfmt)
+    """A frame as a GitHub Markdown table; a plain 0..n−1 index is left out.
+
+    Floats are written with ``floatfmt``; numeric columns are right-aligned.
+    """
+    show_index = not isinstance(frame.index, pd.RangeIndex)
+    header = ([str(frame.index.name or "")] if show_index else []) + [str(c) for c in frame.columns]
+    align = (["---"] if show_index else []) + [
+        "---:" if pd.api.types.is_numeric_dtype(frame[c]) else "---" for c in frame.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    for index, row in zip(frame.index, frame.itertuples(index=False, name=None)):
+        cells = ([_cell(index, floatfmt)] if show_index else []) + [_cell(v, floatfmt) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def write_results(frame: pd.DataFrame, out_dir: str, name: str = "metrics",

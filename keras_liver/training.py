@@ -95,20 +95,27 @@ def _paper_callbacks(spec: dict[str, Any], monitor: str) -> list[keras.callbacks
 
 # --------------------------------------------------------------------------- strategy, seeds
 
-def make_strategy(kind: str = "mirrored") -> tf.distribute.Strategy:
-    """``MirroredStrategy`` over all visible GPUs (or the CPU when there is none).
+def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
+    """The distribution strategy for ``kind``:
 
-    With several logical CPU devices configured and no GPU, it mirrors over those CPUs (the
-    test suite uses that to exercise the distributed code path without a GPU).
+    - ``"mirrored"``: ``MirroredStrategy`` over all visible GPUs, else over all logical CPU
+      devices (the test suite configures two to exercise the distributed path without a GPU);
+    - ``"auto"`` (default): the same, except that a machine with no GPU and a single CPU device
+      trains under the default strategy — there is nothing to mirror, and a one-device
+      ``MirroredStrategy`` on CPU doubled the RA V-Net demo's step time (1.4 s against 0.7 s,
+      measured on 2 cores with TF 2.21);
+    - ``"default"``: the default (no-op) strategy.
     """
     if kind == "default":
         return tf.distribute.get_strategy()
-    if kind != "mirrored":
-        raise ValueError(f"strategy must be 'mirrored' or 'default', received {kind!r}")
+    if kind not in ("mirrored", "auto"):
+        raise ValueError(f"strategy must be 'auto', 'mirrored' or 'default', received {kind!r}")
     gpus = tf.config.list_logical_devices("GPU")
     if gpus:
         return tf.distribute.MirroredStrategy([d.name for d in gpus])
     cpus = tf.config.list_logical_devices("CPU")
+    if kind == "auto" and len(cpus) == 1:
+        return tf.distribute.get_strategy()
     return tf.distribute.MirroredStrategy([d.name for d in cpus])
 
 
@@ -126,6 +133,28 @@ def build_model(model_config: dict[str, Any]) -> keras.Model:
     if "input_shape" in cfg:
         cfg["input_shape"] = tuple(cfg["input_shape"])
     return get_model(name, **cfg)
+
+
+def set_batch_norm_momentum(model: keras.Model, momentum: float) -> int:
+    """Set the moving-statistics momentum of every ``BatchNormalization`` layer of ``model``.
+
+    Keras' default 0.99 leaves the moving mean and variance far from the batch statistics for
+    the first few hundred steps (0.99**300 ≈ 5 % of the initial values remain), so validation
+    in inference mode lags training badly in a short run; PyTorch's default corresponds to 0.9.
+    No paper of this library states a value. Returns the number of layers changed.
+    """
+    momentum = float(momentum)
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"batch_norm_momentum must be in [0, 1); received {momentum}")
+    changed = 0
+    stack = list(model.layers)
+    while stack:
+        layer = stack.pop()
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+            changed += 1
+        stack.extend(getattr(layer, "layers", []))  # nested models
+    return changed
 
 
 def build_optimizer(spec: dict[str, Any]) -> keras.optimizers.Optimizer:
@@ -223,7 +252,8 @@ def train(config: dict[str, Any], *, data: str, out_dir: str, seed: int | None =
     ``config["training"]`` holds ``loss`` (a loss spec for :func:`keras_liver.losses.get_loss`),
     ``optimizer`` (``{"name": "adam", "learning_rate": 1e-4}``), ``epochs``, ``monitor``
     (default ``val_dice``), ``callbacks`` (``reduce_lr``, ``early_stopping``, ``stop_at_loss``),
-    optional ``precision`` (a Keras dtype policy, e.g. ``mixed_float16``) and ``jit_compile``.
+    optional ``precision`` (a Keras dtype policy, e.g. ``mixed_float16``), ``jit_compile`` and
+    ``batch_norm_momentum`` (see :func:`set_batch_norm_momentum`; default: Keras' 0.99).
     ``config["data"]`` is the pipeline config (:mod:`keras_liver.data.pipeline`), its
     ``batch_size`` the global batch. Re-running with the same ``out_dir`` resumes an
     interrupted run from its last completed epoch. ``callbacks`` are added before the
@@ -250,11 +280,13 @@ def train(config: dict[str, Any], *, data: str, out_dir: str, seed: int | None =
     precision = training.get("precision", "float32")
     keras.mixed_precision.set_dtype_policy(precision)
     try:
-        strategy = strategy or make_strategy(training.get("strategy", "mirrored"))
+        strategy = strategy or make_strategy(training.get("strategy", "auto"))
         datasets = pipeline.build_datasets(data, data_config, seed=seed, splits=("train", "val"),
                                            repeat_train=steps_per_epoch is not None)
         with strategy.scope():
             model = build_model(config["model"])
+            if training.get("batch_norm_momentum") is not None:
+                set_batch_norm_momentum(model, training["batch_norm_momentum"])
             model.compile(
                 optimizer=build_optimizer(training.get("optimizer", {"name": "adam"})),
                 loss=build_loss(training["loss"]),

@@ -75,11 +75,24 @@ def test_prepare_data_reuses_a_converted_dataset(tiny_run):
 
 
 def test_a_model_learns_the_phantom(tiny_dataset, tmp_path):
-    """RA V-Net at the tiny preset's size reaches a useful validation Dice within minutes."""
-    from keras_liver import training
+    """RA V-Net at the tiny preset's size learns the liver: on the held-out test case (whole
+    volume, original grid) it scores far above predicting liver everywhere inside the body."""
+    from keras_liver import inference, training
+    from keras_liver.metrics import dice
 
     config = common.resolve_config(common.load_experiment("ra_vnet"), "tiny", epochs=12)
-    config["training"]["strategy"] = "default"
     result = training.train(config, data=tiny_dataset, out_dir=str(tmp_path / "run"), verbose=0)
-    assert max(result.history["val_dice"]) > 0.75, result.history["val_dice"]
-    assert result.history["loss"][-1] < result.history["loss"][0]
+    history = result.history
+    assert history["loss"][-1] < history["loss"][0], history["loss"]
+    assert history["dice"][-1] > history["dice"][0] + 0.3, history["dice"]
+
+    predictor = inference.Predictor(model=result.model, preprocessing=config["data"])
+    (case_id, image, label, spacing), = common.iter_volumes(tiny_dataset, "test")
+    _, predicted = predictor.predict(image)
+    liver = label > 0
+    body = image > -500  # air is about -1000 HU
+    baseline = dice(body, liver)
+    score = dice(predicted, liver)
+    # measured: Dice 0.74 against a baseline of 0.18 (the tiny model over-segments; the demo
+    # preset reaches 0.94 on its held-out cases)
+    assert score > 0.65 and score > baseline + 0.4, (score, baseline)

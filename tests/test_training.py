@@ -53,6 +53,24 @@ print("RESULT", json.dumps({{"replicas": strategy.num_replicas_in_sync,
     assert preprocessing["window"] == [-100, 200] and config["seed"] == 0
 
 
+def test_strategy_choice_on_a_single_cpu_device():
+    proc = run_python("""
+import tensorflow as tf
+from keras_liver import training
+if tf.config.list_logical_devices("GPU") or len(tf.config.list_logical_devices("CPU")) != 1:
+    raise SystemExit(3)
+auto, mirrored = training.make_strategy("auto"), training.make_strategy("mirrored")
+print(type(auto).__name__, type(mirrored).__name__, mirrored.num_replicas_in_sync)
+""")
+    if proc.returncode == 3:
+        pytest.skip("this machine has a GPU or several CPU devices")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # nothing to mirror on one CPU device: "auto" trains under the default strategy
+    assert proc.stdout.split()[-3:] == ["_DefaultDistributionStrategy", "MirroredStrategy", "1"]
+    with pytest.raises(ValueError, match="'auto', 'mirrored' or 'default'"):
+        training.make_strategy("tpu")
+
+
 class _SetLearningRate(keras.callbacks.Callback):
     """Halves the learning rate at every epoch end (stands in for ReduceLROnPlateau)."""
 
@@ -137,3 +155,25 @@ def test_paper_callbacks_follow_their_own_monitor():
     assert (early.monitor, early.patience) == ("val_dice", 20)
     assert early.mode == "max", "val_dice is maximised"
     assert stop.threshold == 5e-4
+
+
+def test_batch_norm_momentum_sets_how_fast_moving_statistics_follow_the_batch():
+    x = np.arange(2 * 4 * 4 * 2, dtype="float32").reshape(2, 4, 4, 2)
+    batch_mean = x.mean(axis=(0, 1, 2))
+
+    def one_step(momentum):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((4, 4, 2))
+        inner = keras.Sequential([keras.layers.BatchNormalization()])  # a nested model too
+        model = keras.Model(inputs, inner(keras.layers.BatchNormalization()(inputs)))
+        if momentum is not None:
+            assert training.set_batch_norm_momentum(model, momentum) == 2
+        model.compile(optimizer="sgd", loss="mse")
+        model.train_on_batch(x, np.zeros_like(x))
+        return keras.ops.convert_to_numpy(model.layers[1].moving_mean)
+
+    np.testing.assert_allclose(one_step(None), 0.01 * batch_mean, rtol=1e-5)   # Keras' 0.99
+    np.testing.assert_allclose(one_step(0.9), 0.1 * batch_mean, rtol=1e-5)
+    np.testing.assert_allclose(one_step(0.0), batch_mean, rtol=1e-5)
+    with pytest.raises(ValueError, match="batch_norm_momentum"):
+        training.set_batch_norm_momentum(keras.Sequential([keras.layers.Dense(1)]), 1.0)

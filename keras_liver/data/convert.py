@@ -287,7 +287,8 @@ def _write_shard(path: str, examples: Iterable[bytes]) -> int:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     partial = path + PARTIAL
     try:
-        options = tf.io.TFRecordOptions(compression_type=schema.COMPRESSION)
+        options = tf.io.TFRecordOptions(compression_type=schema.COMPRESSION,
+                                        compression_level=schema.COMPRESSION_LEVEL)
         with tf.io.TFRecordWriter(partial, options=options) as writer:
             for example in examples:
                 writer.write(example)

@@ -29,6 +29,10 @@ from typing import Any
 import numpy as np
 
 COMPRESSION = "GZIP"
+#: zlib level 1: float32 CT compresses little better at zlib's default 6 (a phantom volume's
+#: slices: 3.0 MB against 3.4 MB) but writes 7x slower (1.1 s against 0.15 s); any level reads
+#: back the same bytes.
+COMPRESSION_LEVEL = 1
 MANIFEST = "manifest.json"
 SLICES_DIR = "slices"
 VOLUMES_DIR = "volumes"

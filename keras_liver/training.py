@@ -24,6 +24,7 @@ import copy
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -307,11 +308,15 @@ def train(config: dict[str, Any], *, data: str, out_dir: str, seed: int | None =
             # ReduceLROnPlateau set during that epoch's end.
             keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup"), delete_checkpoint=True),
         ]
-        history = model.fit(
-            datasets["train"], validation_data=datasets["val"], epochs=int(training["epochs"]),
-            steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose,
-            shuffle=False,  # the pipeline shuffles (seeded); fit cannot shuffle a tf.data input
-        )
+        with warnings.catch_warnings():
+            # The slice pipeline's length is only known after one pass (slices are filtered by
+            # content); Keras warns at the end of that first epoch although nothing is wrong.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            history = model.fit(
+                datasets["train"], validation_data=datasets["val"], epochs=int(training["epochs"]),
+                steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose,
+                shuffle=False,  # the pipeline shuffles (seeded); fit cannot shuffle a tf.data input
+            )
         model.save(os.path.join(out_dir, LAST_MODEL))
         best_path = os.path.join(out_dir, BEST_MODEL)
         if not os.path.exists(best_path):  # no validation epoch improved (e.g. NaN metric)

@@ -5,6 +5,7 @@ import os
 import keras
 import numpy as np
 import pandas as pd
+import pytest
 
 from conftest import load_without_project
 from keras_liver.data import schema
@@ -64,6 +65,26 @@ def test_paper_preset_is_the_published_recipe():
     assert paper["data"]["batch_size"] == 1 and paper["training"]["epochs"] == 500
     assert paper["training"]["callbacks"] == {"stop_at_loss": 0.0005}
     assert paper["split"] == [0.64, 0.16, 0.2]  # 80/20 train/test, 20 % of train for validation
+
+
+def test_every_table_variant_builds_at_the_preset_size():
+    from keras_liver import training
+
+    experiment = common.load_experiment("ra_vnet")
+    sizes = {}
+    for variant in experiment["variants"]:
+        config = common.resolve_config(experiment, "tiny", variant=variant)
+        assert config["model"]["name"] == variant
+        model = training.build_model(config["model"])
+        assert tuple(model.input_shape[1:]) == (64, 64, 1) and model.output_shape[-1] == 1
+        sizes[variant] = model.count_params()
+    # CA is kept where the variant has it, dropped where it has none (U-Net family)
+    assert "channel_attention" in common.resolve_config(
+        experiment, "tiny", variant="ra_vnet_without_cofres")["model"]
+    assert "channel_attention" not in common.resolve_config(experiment, "tiny", variant="unet")["model"]
+    assert len(set(sizes.values())) == len(sizes)  # five different networks
+    with pytest.raises(ValueError, match="unknown variant"):
+        common.resolve_config(experiment, "tiny", variant="vnet")
 
 
 def test_prepare_data_reuses_a_converted_dataset(tiny_run):

@@ -54,7 +54,7 @@ def resolve_config(experiment: dict[str, Any], preset: str, *, variant: str | No
         variants = experiment.get("variants", {})
         if variant not in variants:
             raise ValueError(f"unknown variant {variant!r}; choose one of {sorted(variants)}")
-        config["model"]["name"] = variant
+        config["model"] = _model_for_variant(config["model"], variant)
     if epochs is not None:
         config["training"]["epochs"] = epochs
     if batch_size is not None:
@@ -64,6 +64,21 @@ def resolve_config(experiment: dict[str, Any], preset: str, *, variant: str | No
     if precision is not None:
         config["training"]["precision"] = precision
     return config
+
+
+def _model_for_variant(model: dict[str, Any], variant: str) -> dict[str, Any]:
+    """The preset's model config for another network: same sizes, and without the options
+    the variant's builder does not have (a U-Net has no ``channel_attention``)."""
+    import inspect
+
+    from keras_liver.models import MODELS
+
+    if variant not in MODELS:
+        raise ValueError(f"variant {variant!r} is not a registered model; see "
+                         f"keras_liver.models.MODELS")
+    accepted = inspect.signature(MODELS[variant]).parameters
+    out = {k: v for k, v in model.items() if k in accepted and k != "name"}
+    return {"name": variant, **out}
 
 
 # --------------------------------------------------------------------------- data

@@ -35,3 +35,34 @@ def apply_residual_block(x, filters: int, *, kernel_size=3, strides=1, avg_down:
                                      name=f"{name}_shortcut", **conv_kwargs)
     y = layers.Add(name=f"{name}_add")([y, shortcut])
     return layers.Activation("relu", name=f"{name}_out")(y)
+
+
+def apply_preact_residual_unit(x, filters: int | None = None, *, bottleneck_ratio: int = 4,
+                               kernel_size=3, name: str):
+    """Full pre-activation bottleneck residual unit (He et al. 2016, "Identity Mappings in Deep
+    Residual Networks"), as Wang et al. 2017's Residual Attention Network and RA-UNet use it
+    (RA-UNet §III-D2, Fig. 5; the authors' ``residual_block``/``residual_block_2d``).
+
+    BN → ReLU → Conv 1×1 (``filters // bottleneck_ratio``) → BN → ReLU → Conv
+    ``kernel_size`` (same width, ``same`` padding) → BN → ReLU → Conv 1×1 (``filters``); the
+    shortcut is a Conv 1×1 (``filters``) of the block input — ALWAYS, also when the widths
+    match (the authors' code compares the output width with the bottleneck width, so it always
+    projects); add; no activation after the add. Convs keep their bias and Keras' default
+    initialisers. ``filters=None`` keeps the input's width.
+
+    Layers (11): ``{name}_conv{i}_bn``, ``{name}_conv{i}_relu``, ``{name}_conv{i}_conv`` for
+    i = 1, 2, 3 in that (pre-activation) order, ``{name}_shortcut_conv``, ``{name}_add``.
+    """
+    rank = ndim.rank_of(x)
+    filters = int(x.shape[-1]) if filters is None else int(filters)
+    inner = filters // bottleneck_ratio
+    if inner < 1:
+        raise ValueError(f"{name}: a bottleneck unit needs filters >= bottleneck_ratio "
+                         f"({bottleneck_ratio}); received filters={filters}")
+    y = x
+    for i, (width, size) in enumerate(((inner, 1), (inner, kernel_size), (filters, 1)), start=1):
+        y = layers.BatchNormalization(name=f"{name}_conv{i}_bn")(y)
+        y = layers.Activation("relu", name=f"{name}_conv{i}_relu")(y)
+        y = ndim.conv(rank, width, size, padding="same", name=f"{name}_conv{i}_conv")(y)
+    shortcut = ndim.conv(rank, filters, 1, padding="same", name=f"{name}_shortcut_conv")(x)
+    return layers.Add(name=f"{name}_add")([y, shortcut])

@@ -8,6 +8,7 @@ from typing import Callable
 
 import keras
 
+from keras_liver.models.ra_unet import RAUNet2D, RAUNet3D, RAUNetBrain
 from keras_liver.models.ra_vnet import CofResUNet, RAVNet, RAVNetWithoutCofRes, ResUNet, UNet
 
 #: Registry name → builder. Names are snake_case; each builder's defaults are the published
@@ -18,6 +19,9 @@ MODELS: dict[str, Callable[..., keras.Model]] = {
     "cofres_unet": CofResUNet,
     "res_unet": ResUNet,
     "unet": UNet,
+    "ra_unet_2d": RAUNet2D,
+    "ra_unet_3d": RAUNet3D,
+    "ra_unet_brain": RAUNetBrain,
 }
 
 
@@ -36,4 +40,4 @@ def get_model(name: str, **kwargs) -> keras.Model:
 
 
 __all__ = ["MODELS", "get_model", "RAVNet", "RAVNetWithoutCofRes", "CofResUNet", "ResUNet",
-           "UNet"]
+           "UNet", "RAUNet2D", "RAUNet3D", "RAUNetBrain"]

@@ -33,16 +33,23 @@ class Predictor:
     batch_size: int = 8
 
     @classmethod
+    def from_config(cls, model: keras.Model, config: dict[str, Any], *,
+                    preprocessing: dict[str, Any] | None = None, **kwargs) -> "Predictor":
+        """``model`` with the preprocessing (``config["data"]`` unless given), threshold and
+        post-processing of a run config; keyword arguments override them."""
+        kwargs.setdefault("threshold", config.get("threshold", 0.5))
+        kwargs.setdefault("largest_component",
+                          config.get("postprocess", {}).get("largest_component", True))
+        return cls(model=model, preprocessing=preprocessing or config["data"], **kwargs)
+
+    @classmethod
     def from_run(cls, run_dir: str, **kwargs) -> "Predictor":
         path = os.path.join(run_dir, BEST_MODEL)
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: no trained model in this run directory")
         config, preprocessing = read_run_config(run_dir)
-        kwargs.setdefault("threshold", config.get("threshold", 0.5))
-        kwargs.setdefault("largest_component",
-                          config.get("postprocess", {}).get("largest_component", True))
-        return cls(model=keras.models.load_model(path, compile=False),
-                   preprocessing=preprocessing, **kwargs)
+        return cls.from_config(keras.models.load_model(path, compile=False), config,
+                               preprocessing=preprocessing, **kwargs)
 
     def probabilities(self, volume: np.ndarray) -> np.ndarray:
         """Foreground probabilities ``(x, y, z)`` (or ``(x, y, z, C)`` for C > 1 classes)."""

@@ -107,7 +107,7 @@ def test_a_model_learns_the_phantom(tiny_dataset, tmp_path):
     assert history["loss"][-1] < history["loss"][0], history["loss"]
     assert history["dice"][-1] > history["dice"][0] + 0.3, history["dice"]
 
-    predictor = inference.Predictor(model=result.model, preprocessing=config["data"])
+    predictor = inference.Predictor.from_config(result.model, config)
     (case_id, image, label, spacing), = common.iter_volumes(tiny_dataset, "test")
     _, predicted = predictor.predict(image)
     liver = label > 0

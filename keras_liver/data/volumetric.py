@@ -214,6 +214,11 @@ def tumour_patches(image, label, *, size=TUMOUR_PATCH, num: int = 1,
     return images, targets.astype(np.uint8), starts
 
 
+def _text(value) -> str:
+    """A case id as ``tf.numpy_function`` hands it over (bytes) or as given."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def case_seed(seed: int, case_id: str) -> int:
     """A stable 32-bit seed of ``(seed, case_id)`` (the evaluation draws of a case)."""
     return zlib.crc32(f"{int(seed)}/{case_id}".encode())
@@ -255,7 +260,7 @@ def build_volume_dataset(manifest_root, split: str, *, task: str = "liver",
         out_shape = tuple(int(s) for s in patch_size)
 
     def prepare(image, label, case_id):
-        cid = case_id.decode() if isinstance(case_id, bytes) else str(case_id)
+        cid = _text(case_id)
         if task == "liver":
             return prepare_liver_volume(image, label, case_id=cid, window=window,
                                         margin=margin, in_plane=in_plane)
@@ -275,7 +280,7 @@ def build_volume_dataset(manifest_root, split: str, *, task: str = "liver",
         return tf.reduce_any(tf.equal(tf.sparse.to_dense(f["label_values"]), 2))
 
     def sample(image, label, case_id, draw_seed):
-        cid = case_id.decode() if isinstance(case_id, bytes) else str(case_id)
+        cid = _text(case_id)
         rng = np.random.default_rng(int(draw_seed) if training else case_seed(seed, cid))
         if task == "liver":
             images, targets, _ = liver_slabs(image, label, depth=depth,

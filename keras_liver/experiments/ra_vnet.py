@@ -53,10 +53,7 @@ def main(argv=None) -> int:
                             verbose=0 if args.no_progress else "auto")
 
     common._log("evaluating held-out test cases on their original grids")
-    predictor = inference.Predictor(model=result.model, preprocessing=config["data"],
-                                    threshold=config.get("threshold", 0.5),
-                                    largest_component=config.get("postprocess", {}).get(
-                                        "largest_component", True))
+    predictor = inference.Predictor.from_config(result.model, config)
     per_case = common.evaluate_binary(predictor, data, split="test", progress=not args.no_progress)
     tables = report.write_results(per_case, args.out, name="metrics")
 

@@ -5,7 +5,7 @@
     keras-liver train    --experiment ra_vnet [--preset demo] --data tf_data/NAME --out RUN
     keras-liver evaluate PRED_DIR REF_DIR [--out DIR]
     keras-liver export   RUN_DIR [--out DIR] [--version N]
-    keras-liver predict  --model RUN_DIR IN.nii.gz [IN2 ...] --out OUT.nii.gz|DIR
+    keras-liver predict  --model RUN_DIR|ra_unet IN.nii.gz [IN2 ...] --out OUT.nii.gz|DIR
 
 Bad input ends with one line ``keras-liver: error: <file>: <problem>`` and exit status 2.
 """
@@ -49,10 +49,27 @@ def _cmd_train(args):
     from keras_liver.experiments import common
 
     experiment = common.load_experiment(args.experiment)
+    if "stages" in experiment["presets"].get(args.preset, {}):
+        return _train_cascade(args, experiment)
     config = common.resolve_config(experiment, args.preset, variant=args.variant,
                                    epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
     result = training.train(config, data=args.data, out_dir=args.out, seed=args.seed)
     print(f"trained {result.epochs_run} epochs; best model in {os.path.join(args.out, training.BEST_MODEL)}")
+
+
+def _train_cascade(args, experiment):
+    """A multi-stage experiment (RA-UNet): every stage (and fold), then ``cascade.json``."""
+    from keras_liver.cascade import write_cascade
+    from keras_liver.experiments import ra_unet
+
+    if args.variant is not None:
+        raise SystemExit(f"keras-liver train: --variant does not apply to {args.experiment}")
+    config = ra_unet.resolve_config(experiment, args.preset, epochs=args.epochs,
+                                    batch_size=args.batch_size, seed=args.seed)
+    run_dirs, _ = ra_unet.train_stages(config, args.data, args.out)
+    write_cascade(args.out, run_dirs, inference=config.get("cascade"), model=args.experiment)
+    print(f"trained the {args.experiment} cascade in {args.out}; predict with "
+          f"`keras-liver predict --model {args.out} IN.nii.gz --out OUT.nii.gz`")
 
 
 def _cmd_evaluate(args):
@@ -72,13 +89,40 @@ def _cmd_export(args):
     print(export_run(args.run_dir, args.out, version=args.version))
 
 
+def resolve_model(model: str) -> str:
+    """The run directory of ``--model``: a directory as given, or a paper's name (no path
+    separator) for its experiment's default run directory ``runs/NAME``, where
+    ``python -m keras_liver.experiments.NAME`` writes."""
+    if os.path.isdir(model):
+        return model
+    if os.sep in model:
+        raise FileNotFoundError(f"{model}: no such run directory")
+    default = os.path.join("runs", model)
+    if os.path.isdir(default):
+        return default
+    raise FileNotFoundError(
+        f"{model}: no such run directory, and no trained {model!r} in {default}; train one "
+        f"with `python -m keras_liver.experiments.{model}` or pass its run directory")
+
+
+def load_predictor(model: str, *, progress: bool = False):
+    """A predictor for ``--model``: the RA-UNet cascade for a directory with
+    ``cascade.json``, else the 2-D slice-by-slice predictor of a training run."""
+    from keras_liver.cascade import RAUNetCascade, is_cascade_run
+    from keras_liver.inference import Predictor
+
+    run_dir = resolve_model(model)
+    if is_cascade_run(run_dir):
+        return RAUNetCascade.from_run(run_dir, progress=progress)
+    return Predictor.from_run(run_dir)
+
+
 def _cmd_predict(args):
     from tqdm import tqdm
 
-    from keras_liver.inference import Predictor
     from keras_liver.data.volumes import strip_nifti_suffix
 
-    predictor = Predictor.from_run(args.model)
+    predictor = load_predictor(args.model, progress=not args.no_progress)
     many = len(args.inputs) > 1 or os.path.isdir(args.out) or args.out.endswith(os.sep)
     for path in tqdm(args.inputs, desc="predict", disable=args.no_progress or len(args.inputs) == 1,
                      file=sys.stderr):
@@ -117,7 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace a folder that holds a conversion of another dataset")
 
     s = add("train", _cmd_train, "train a paper's model with its recipe on a converted dataset")
-    s.add_argument("--experiment", default="ra_vnet", help="experiments/<name>.json")
+    s.add_argument("--experiment", default="ra_vnet",
+                   help="experiments/<name>.json (ra_unet trains its three stages and writes "
+                        "the cascade)")
     s.add_argument("--preset", default="demo")
     s.add_argument("--variant", default=None)
     s.add_argument("--data", required=True, help="converted dataset folder (manifest.json)")
@@ -136,8 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="default RUN_DIR/saved_model")
     s.add_argument("--version", type=int, default=None, help="write into OUT/<version> (TF Serving layout)")
 
-    s = add("predict", _cmd_predict, "predict label volumes for NIfTI inputs with a trained run")
-    s.add_argument("--model", required=True, help="run directory of a trained 2-D model")
+    s = add("predict", _cmd_predict, "predict label volumes for NIfTI inputs with a trained run "
+            "(RA-UNet: the three-stage cascade, labels 0 background, 1 liver, 2 tumour)")
+    s.add_argument("--model", required=True,
+                   help="run directory (a 2-D training run, or a cascade run with cascade.json), "
+                        "or a paper name such as ra_unet for its default run directory runs/NAME")
     s.add_argument("inputs", nargs="+", help="input NIfTI file(s)")
     s.add_argument("--out", required=True, help="output file (one input) or folder")
     return p

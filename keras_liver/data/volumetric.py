@@ -14,7 +14,11 @@ The authors' recipe, step by step (rank 3, arrays in nibabel order ``(x, y, z)``
    only; the normalised volume cropped to the liver box at native resolution; 128×128×32
    patches centred on tumour voxels (``tumour_fraction`` of them) or on liver voxels (the
    rest), each with a random jitter of up to half a patch. Target = tumour (``label == 2``).
-5. :func:`build_volume_dataset`: the ``tf.data`` pipeline over the volume shards of a split.
+5. :func:`build_volume_dataset`: the ``tf.data`` pipeline over the volume shards of a split;
+   :func:`build_datasets` builds it from a data configuration (:data:`DEFAULT_CONFIG`, kinds
+   ``"liver_slabs"`` and ``"tumour_patches"``), which is what the training runner reads and
+   writes beside the weights as ``preprocessing.json``, so cascade inference
+   (:mod:`keras_liver.cascade`) cuts windows exactly as training did.
 
 Readings of ours (the paper gives the sizes, not these details):
 
@@ -64,6 +68,23 @@ TUMOUR_FRACTION = 0.8
 #: Value of padding voxels: the normalised value of the volume's darkest voxel.
 PAD_VALUE = 0.0
 TASKS = ("liver", "tumour")
+#: Data-configuration kind → task.
+KINDS = {"liver_slabs": "liver", "tumour_patches": "tumour"}
+
+#: A 3-D data configuration (the ``data`` block of an RA-UNet-II stage; JSON types).
+DEFAULT_CONFIG = {
+    "kind": "liver_slabs",
+    "window": list(HU_WINDOW),
+    "margin": LIVER_MARGIN,
+    "in_plane": list(LIVER_IN_PLANE),
+    "depth": LIVER_DEPTH,
+    "stride": LIVER_EVAL_STRIDE,
+    "patch_size": list(TUMOUR_PATCH),
+    "tumour_fraction": TUMOUR_FRACTION,
+    "samples_per_volume": 4,
+    "batch_size": 2,
+    "shuffle_buffer": 64,
+}
 
 
 # --------------------------------------------------------------------------- volume level
@@ -129,10 +150,25 @@ def prepare_liver_volume(hu, label, *, case_id: str = "volume", window=HU_WINDOW
     box = liver_box(label, margin, case_id=case_id)
     image = crop(normalize_volume(hu, window), box)
     target = (crop(label, box) > 0).astype(np.uint8)
-    zoom = (in_plane[0] / image.shape[0], in_plane[1] / image.shape[1], 1.0)
-    image = ndimage.zoom(image, zoom, order=1, mode="nearest", grid_mode=True)
-    target = ndimage.zoom(target, zoom, order=0, mode="nearest", grid_mode=True)
+    image = resize_in_plane(image, in_plane, order=1)
+    target = resize_in_plane(target, in_plane, order=0)
     return np.clip(image, 0.0, 1.0).astype(np.float32), target.astype(np.uint8)
+
+
+def resize_in_plane(volume, size, *, order: int) -> np.ndarray:
+    """Resize the first two axes of ``volume`` to ``size`` (z untouched): ``order=1`` bilinear
+    for images, ``order=0`` nearest neighbour for labels, half-pixel centres
+    (``grid_mode=True``, as ``tf.image.resize``), edges clamped. Training (liver slabs) and the
+    cascade (there and back) use this one function."""
+    volume = np.asarray(volume)
+    size = (int(size[0]), int(size[1]))
+    if volume.shape[:2] == size:
+        return volume.copy()
+    zoom = (size[0] / volume.shape[0], size[1] / volume.shape[1]) + (1.0,) * (volume.ndim - 2)
+    out = ndimage.zoom(volume, zoom, order=order, mode="nearest", grid_mode=True)
+    if out.shape[:2] != size:  # scipy rounds the zoomed shape; never expected to differ
+        raise AssertionError(f"resize_in_plane: {volume.shape} -> {out.shape}, wanted {size}")
+    return out
 
 
 def prepare_tumour_volume(hu, label, *, case_id: str = "volume", window=HU_WINDOW,
@@ -224,6 +260,81 @@ def case_seed(seed: int, case_id: str) -> int:
     return zlib.crc32(f"{int(seed)}/{case_id}".encode())
 
 
+# --------------------------------------------------------------------------- configuration
+
+def is_volumetric(config) -> bool:
+    """Whether a data configuration is one of this module's (else the 2-D slice pipeline's)."""
+    return isinstance(config, dict) and config.get("kind") in KINDS
+
+
+def resolve_config(config=None, **overrides) -> dict:
+    """The full 3-D data configuration: :data:`DEFAULT_CONFIG` filled in, values checked.
+
+    Idempotent; unknown keys raise ``ValueError`` naming them. ``in_plane`` (liver) and
+    ``patch_size`` (tumour) are the model's input size.
+    """
+    cfg = dict(config or {})
+    cfg.update(overrides)
+    unknown = sorted(set(cfg) - set(DEFAULT_CONFIG))
+    if unknown:
+        raise ValueError(f"3-D data config has unknown keys {unknown}; "
+                         f"expected keys {sorted(DEFAULT_CONFIG)}")
+    out = {**DEFAULT_CONFIG, **cfg}
+    if out["kind"] not in KINDS:
+        raise ValueError(f"3-D data config 'kind' must be one of {sorted(KINDS)}, "
+                         f"received {out['kind']!r}")
+    try:
+        out["window"] = [float(v) for v in out["window"]]
+        out["in_plane"] = [int(v) for v in out["in_plane"]]
+        out["patch_size"] = [int(v) for v in out["patch_size"]]
+    except (TypeError, ValueError):
+        raise ValueError(f"3-D data config: window, in_plane and patch_size must be lists of "
+                         f"numbers; received {out}") from None
+    if len(out["window"]) != 2 or not out["window"][0] < out["window"][1]:
+        raise ValueError(f"3-D data config 'window' must be [lo, hi] with lo < hi, "
+                         f"received {out['window']}")
+    if len(out["in_plane"]) != 2 or len(out["patch_size"]) != 3:
+        raise ValueError(f"3-D data config: 'in_plane' needs 2 sizes and 'patch_size' 3; "
+                         f"received {out['in_plane']} and {out['patch_size']}")
+    for key in ("margin", "depth", "stride", "samples_per_volume", "batch_size",
+                "shuffle_buffer"):
+        out[key] = int(out[key])
+    positive = ("depth", "stride", "samples_per_volume", "batch_size", "shuffle_buffer")
+    if out["margin"] < 0 or min(out[k] for k in positive) < 1 or min(
+            out["in_plane"] + out["patch_size"]) < 1:
+        raise ValueError(f"3-D data config: sizes must be positive (margin >= 0); received {out}")
+    out["tumour_fraction"] = float(out["tumour_fraction"])
+    if not 0.0 <= out["tumour_fraction"] <= 1.0:
+        raise ValueError(f"3-D data config 'tumour_fraction' must be in [0, 1], "
+                         f"received {out['tumour_fraction']}")
+    return out
+
+
+def sample_shape(config) -> tuple[int, int, int]:
+    """``(H, W, D)`` of one sample (the model's spatial input size) of a 3-D data config."""
+    cfg = resolve_config(config)
+    if KINDS[cfg["kind"]] == "liver":
+        return (*cfg["in_plane"], cfg["depth"])
+    return tuple(cfg["patch_size"])
+
+
+def build_datasets(manifest_root, config, *, seed: int = 0, splits=("train", "val", "test"),
+                   repeat_train: bool = False) -> dict:
+    """``{split: dataset}`` of :func:`build_volume_dataset` for a 3-D data configuration
+    (the counterpart of :func:`keras_liver.data.pipeline.build_datasets`)."""
+    cfg = resolve_config(config)
+    if isinstance(splits, str):
+        splits = (splits,)
+    return {s: build_volume_dataset(
+                manifest_root, s, task=KINDS[cfg["kind"]],
+                samples_per_volume=cfg["samples_per_volume"], batch_size=cfg["batch_size"],
+                seed=seed, window=cfg["window"], margin=cfg["margin"], in_plane=cfg["in_plane"],
+                depth=cfg["depth"], stride=cfg["stride"], patch_size=cfg["patch_size"],
+                tumour_fraction=cfg["tumour_fraction"], shuffle_buffer=cfg["shuffle_buffer"],
+                repeat=repeat_train and s == "train")
+            for s in splits}
+
+
 # --------------------------------------------------------------------------- tf.data
 
 def build_volume_dataset(manifest_root, split: str, *, task: str = "liver",
@@ -232,7 +343,7 @@ def build_volume_dataset(manifest_root, split: str, *, task: str = "liver",
                          margin: int = LIVER_MARGIN, in_plane=LIVER_IN_PLANE,
                          depth: int = LIVER_DEPTH, stride: int = LIVER_EVAL_STRIDE,
                          patch_size=TUMOUR_PATCH, tumour_fraction: float = TUMOUR_FRACTION,
-                         shuffle_buffer: int = 64) -> tf.data.Dataset:
+                         shuffle_buffer: int = 64, repeat: bool = False) -> tf.data.Dataset:
     """``(image, target)`` batches ``(B, H, W, D, 1)`` float32 for RA-UNet-II.
 
     ``task="liver"``: slabs ``(*in_plane, depth)`` of every volume of the split; target liver.
@@ -244,7 +355,8 @@ def build_volume_dataset(manifest_root, split: str, *, task: str = "liver",
 
     Each volume is parsed, normalised, cropped (and resized) once and cached in memory; the
     samples are cut from the cache. The same ``seed`` gives the same batches, epoch after
-    epoch (each training epoch draws anew).
+    epoch (each training epoch draws anew). ``repeat`` repeats the training samples forever
+    (for ``fit(steps_per_epoch=...)``).
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, received {task!r}")
@@ -308,5 +420,7 @@ def build_volume_dataset(manifest_root, split: str, *, task: str = "liver",
     ds = tf.data.Dataset.zip((ds, draws)).flat_map(to_samples)
     if training:
         ds = ds.shuffle(int(shuffle_buffer), seed=int(seed), reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
     ds = ds.batch(int(batch_size), drop_remainder=training)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -84,7 +84,7 @@ def _model_for_variant(model: dict[str, Any], variant: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- data
 
 def prepare_data(data: str | None, config: dict[str, Any], *, tf_data: str, workdir: str,
-                 seed: int, name: str) -> str:
+                 seed: int, name: str, progress: bool = True) -> str:
     """Return a converted dataset folder (with ``manifest.json``) for ``data``.
 
     ``data`` may be a converted dataset (used as is), a NIfTI dataset (LiTS, MSD or flat
@@ -101,16 +101,17 @@ def prepare_data(data: str | None, config: dict[str, Any], *, tf_data: str, work
         if os.path.exists(os.path.join(data, MANIFEST)):
             return data
         out = os.path.join(tf_data, os.path.basename(os.path.normpath(data)))
-        convert(data, out, seed=seed, split=split)
+        convert(data, out, seed=seed, split=split, progress=progress)
         return out
     spec = config.get("phantom", {"cases": 20, "seed": 0})
     src = os.path.join(workdir, "phantom")
     _log(f"generating {spec['cases']} phantom cases in {src}")
     phantom.write_dataset(src, cases=int(spec["cases"]), layout="lits", seed=int(spec.get("seed", 0)),
-                          shape=tuple(spec["shape"]) if spec.get("shape") else None)
+                          shape=tuple(spec["shape"]) if spec.get("shape") else None,
+                          progress=progress)
     out = os.path.join(tf_data, name)
     _log(f"converting to TFRecords in {out}")
-    convert(src, out, seed=seed, split=split, overwrite=True)
+    convert(src, out, seed=seed, split=split, overwrite=True, progress=progress)
     return out
 
 
@@ -162,8 +163,13 @@ def paper_row(experiment: dict[str, Any], table: str, row: str) -> dict[str, flo
     return dict(zip(t["columns"], t["rows"][row]))
 
 
+_START = time.perf_counter()
+
+
 def _log(msg: str) -> None:
-    print(f"[keras-liver] {msg}", file=sys.stderr, flush=True)
+    """One progress line on stderr, with the minutes:seconds since the process started."""
+    minutes, seconds = divmod(int(time.perf_counter() - _START), 60)
+    print(f"[keras-liver {minutes:02d}:{seconds:02d}] {msg}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- command line

@@ -46,7 +46,8 @@ def main(argv=None) -> int:
         precision=args.precision)
     os.makedirs(args.out, exist_ok=True)
     data = common.prepare_data(args.data, config, tf_data=args.tf_data, workdir=args.out,
-                               seed=args.seed, name=f"phantom-{PAPER}-{args.preset}")
+                               seed=args.seed, name=f"phantom-{PAPER}-{args.preset}",
+                               progress=not args.no_progress)
 
     common._log(f"training {config['model']['name']} ({args.preset} preset) in {args.out}")
     result = training.train(config, data=data, out_dir=args.out, seed=args.seed,

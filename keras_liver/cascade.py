@@ -85,6 +85,14 @@ class Ensemble:
             total = p if total is None else total + p
         return total / len(self.models)
 
+    def predict_on_batch(self, x) -> np.ndarray:
+        """One forward pass per member on one batch (no ``tf.data`` set-up per call)."""
+        total = None
+        for model in self.models:
+            p = np.asarray(model.predict_on_batch(x), np.float32)
+            total = p if total is None else total + p
+        return total / len(self.models)
+
 
 def _load_models(run_dirs: Sequence[str]) -> list[keras.Model]:
     models = []
@@ -223,8 +231,11 @@ class RAUNetCascade:
         for i in range(0, len(starts), self.batch_size):
             chunk = starts[i:i + self.batch_size]
             regions = [tuple(slice(a, a + n) for a, n in zip(s, size)) for s in chunk]
-            batch = np.stack([image[r] for r in regions])[..., None].astype(np.float32)
-            probs = ensemble.predict(batch, batch_size=len(chunk), verbose=0)[..., 0]
+            batch = np.zeros((self.batch_size, *size, 1), np.float32)
+            # Always a full batch (the last one zero-padded): a smaller batch would make
+            # TensorFlow trace the 641-layer network again (measured: 4.6 s against 0.2 s).
+            batch[:len(chunk), ..., 0] = np.stack([image[r] for r in regions])
+            probs = ensemble.predict_on_batch(batch)[:len(chunk), ..., 0]
             for r, p in zip(regions, probs):
                 total[r] += p
                 count[r] += 1.0

@@ -78,15 +78,16 @@ def test_tumour_stage_covers_the_liver_and_skips_patches_without_liver():
     liver[10:30, 10:30, 5:20] = True
     box = (slice(0, 80), slice(0, 70), slice(0, 40))
     calls = []
-    original = cascade.tumour.predict
-    cascade.tumour.predict = lambda x, **kw: calls.append(len(x)) or original(x, **kw)
+    original = cascade.tumour.predict_on_batch
+    cascade.tumour.predict_on_batch = lambda x: calls.append(len(x)) or original(x)
     probs = cascade.tumour_probability(normalised, liver, box)
     assert probs.shape == normalised.shape
     # identity network: every liver voxel gets its own value back (mean of equal values)
     np.testing.assert_allclose(probs[liver], normalised[liver], atol=1e-6)
     # stride 16 over (80, 70, 40): 4 x 4 x 2 = 32 patches, of which only those touching the
-    # liver corner are run (starts 0 or 16 in x and y; any z start touches z 5..19)
-    assert sum(calls) == 2 * 2 * 2
+    # liver corner are run (starts 0 or 16 in x and y; any z start touches z 5..19): 8 patches
+    # in full batches of 2 (the cascade's batch_size), so the network is never retraced
+    assert calls == [2, 2, 2, 2]
 
 
 def test_ensemble_averages_its_members():
@@ -94,6 +95,7 @@ def test_ensemble_averages_its_members():
     ensemble = cascade_lib.Ensemble([scaled_identity((32, 32, 32, 1), 0.2),
                                      scaled_identity((32, 32, 32, 1), 0.6)])
     np.testing.assert_allclose(ensemble.predict(x), 0.4 * x, atol=1e-6)
+    np.testing.assert_allclose(ensemble.predict_on_batch(x), 0.4 * x, atol=1e-6)
     with pytest.raises(ValueError, match="different input shapes"):
         cascade_lib.Ensemble([scaled_identity((32, 32, 32, 1)), scaled_identity((64, 64, 32, 1))])
 

@@ -78,20 +78,19 @@ class Ensemble:
     def __len__(self) -> int:
         return len(self.models)
 
-    def predict(self, x, batch_size: int | None = None, verbose=0) -> np.ndarray:
+    def _mean(self, predict) -> np.ndarray:
         total = None
         for model in self.models:
-            p = np.asarray(model.predict(x, batch_size=batch_size, verbose=verbose), np.float32)
+            p = np.asarray(predict(model), np.float32)
             total = p if total is None else total + p
         return total / len(self.models)
 
+    def predict(self, x, batch_size: int | None = None, verbose=0) -> np.ndarray:
+        return self._mean(lambda m: m.predict(x, batch_size=batch_size, verbose=verbose))
+
     def predict_on_batch(self, x) -> np.ndarray:
         """One forward pass per member on one batch (no ``tf.data`` set-up per call)."""
-        total = None
-        for model in self.models:
-            p = np.asarray(model.predict_on_batch(x), np.float32)
-            total = p if total is None else total + p
-        return total / len(self.models)
+        return self._mean(lambda m: m.predict_on_batch(x))
 
 
 def _load_models(run_dirs: Sequence[str]) -> list[keras.Model]:
@@ -118,11 +117,6 @@ def _stage_preprocessing(run_dirs: Sequence[str], kind: str | None) -> tuple[dic
         raise ValueError(f"{run_dirs[0]}: expected a '{kind}' run, found data kind "
                          f"{prep.get('kind')!r}")
     return config, prep
-
-
-def _zoom_to(volume: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
-    """Resize the first two axes of ``volume`` to ``shape`` (z untouched), as training does."""
-    return volumetric.resize_in_plane(volume, shape, order=order)
 
 
 @dataclass
@@ -252,14 +246,14 @@ class RAUNetCascade:
         """Stage 2: averaged liver probabilities on the box (native grid of the box)."""
         cfg = self.liver_config
         crop = normalised[tuple(box)]
-        image = np.clip(_zoom_to(crop, cfg["in_plane"], order=1), 0.0, 1.0)
+        image = np.clip(volumetric.resize_in_plane(crop, cfg["in_plane"], order=1), 0.0, 1.0)
         image, before = volumetric.pad_to(image, (0, 0, cfg["depth"]))
         starts = [(0, 0, int(z)) for z in volumetric.slab_starts(image.shape[2], cfg["depth"],
                                                                  cfg["stride"])]
         probs = self._windows(self.liver, image, starts, (*cfg["in_plane"], cfg["depth"]),
                               "liver slabs", image.shape)
         probs = probs[:, :, before[2]:before[2] + crop.shape[2]]
-        return np.clip(_zoom_to(probs, crop.shape[:2], order=1), 0.0, 1.0)
+        return np.clip(volumetric.resize_in_plane(probs, crop.shape[:2], order=1), 0.0, 1.0)
 
     def tumour_probability(self, normalised: np.ndarray, liver: np.ndarray,
                            box: Sequence[slice]) -> np.ndarray:

@@ -239,15 +239,32 @@ def read_run_config(run_dir: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return config, preprocessing
 
 
+def _resolve_run_config(config: dict[str, Any], data: str, seed: int | None) -> dict[str, Any]:
+    """The config as :func:`train` writes it to ``config.json``: seed set, data config
+    resolved, dataset path absolute."""
+    config = copy.deepcopy(config)
+    config["seed"] = int(config.get("seed", 0) if seed is None else seed)
+    config["data"] = _data_module(config["data"]).resolve_config(config["data"])
+    config["dataset"] = os.path.abspath(data)
+    return config
+
+
+def _changed_keys(run_dir: str, config: dict[str, Any], keys) -> list[str]:
+    """Keys of ``config`` whose values differ from the run's ``config.json``."""
+    with open(os.path.join(run_dir, CONFIG_FILE)) as f:
+        previous = json.load(f)
+
+    def canonical(obj):
+        return json.dumps(json.loads(json.dumps(obj, default=_json_default)), sort_keys=True)
+
+    return [k for k in keys if canonical(previous.get(k)) != canonical(config.get(k))]
+
+
 def _check_resume_compatible(run_dir: str, config: dict[str, Any]) -> None:
     path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.exists(path) or not os.path.isdir(os.path.join(run_dir, "backup")):
         return
-    with open(path) as f:
-        previous = json.load(f)
-    keys = ("model", "data", "training")
-    changed = [k for k in keys if json.dumps(previous.get(k), sort_keys=True) != json.dumps(
-        json.loads(json.dumps(config.get(k), default=_json_default)), sort_keys=True)]
+    changed = _changed_keys(run_dir, config, ("model", "data", "training"))
     if changed:
         raise ValueError(
             f"{run_dir}: holds an unfinished run with a different {', '.join(changed)} config; "
@@ -263,16 +280,8 @@ def is_finished(run_dir: str, config: dict[str, Any], *, data: str,
     if (not os.path.exists(path) or os.path.isdir(os.path.join(run_dir, "backup"))
             or not all(os.path.exists(os.path.join(run_dir, f)) for f in (BEST_MODEL, LAST_MODEL))):
         return False
-    with open(path) as f:
-        previous = json.load(f)
-    want = copy.deepcopy(config)
-    want["seed"] = int(config.get("seed", 0) if seed is None else seed)
-    want["data"] = _data_module(want["data"]).resolve_config(want["data"])
-    want["dataset"] = os.path.abspath(data)
-    canonical = lambda obj: json.dumps(json.loads(json.dumps(obj, default=_json_default)),  # noqa: E731
-                                       sort_keys=True)
-    return all(canonical(previous.get(k)) == canonical(want.get(k))
-               for k in ("model", "data", "training", "seed", "dataset"))
+    return not _changed_keys(run_dir, _resolve_run_config(config, data, seed),
+                             ("model", "data", "training", "seed", "dataset"))
 
 
 def train(config: dict[str, Any], *, data: str, out_dir: str, seed: int | None = None,
@@ -291,12 +300,10 @@ def train(config: dict[str, Any], *, data: str, out_dir: str, seed: int | None =
     interrupted run from its last completed epoch. ``callbacks`` are added before the
     runner's own.
     """
-    config = copy.deepcopy(config)
-    seed = int(config.get("seed", 0) if seed is None else seed)
-    config["seed"] = seed
+    config = _resolve_run_config(config, data, seed)
+    seed = config["seed"]
     data_module = _data_module(config["data"])
-    config["data"] = data_config = data_module.resolve_config(config["data"])
-    config["dataset"] = os.path.abspath(data)
+    data_config = config["data"]
     training = config["training"]
     os.makedirs(out_dir, exist_ok=True)
     _check_resume_compatible(out_dir, config)

@@ -55,6 +55,15 @@ def resolve_config(experiment: dict[str, Any], preset: str, *, variant: str | No
         if variant not in variants:
             raise ValueError(f"unknown variant {variant!r}; choose one of {sorted(variants)}")
         config["model"] = _model_for_variant(config["model"], variant)
+    return apply_overrides(config, epochs=epochs, batch_size=batch_size,
+                           learning_rate=learning_rate, precision=precision)
+
+
+def apply_overrides(config: dict[str, Any], *, epochs: int | None = None,
+                    batch_size: int | None = None, learning_rate: float | None = None,
+                    precision: str | None = None) -> dict[str, Any]:
+    """Apply the command line's recipe overrides (``None`` = keep) to one training config
+    (keys ``data`` and ``training``), in place; returns it."""
     if epochs is not None:
         config["training"]["epochs"] = epochs
     if batch_size is not None:

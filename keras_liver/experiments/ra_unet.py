@@ -65,14 +65,8 @@ def resolve_config(experiment: dict[str, Any], preset: str, *, epochs: int | Non
     config["preset"] = preset
     config["seed"] = int(seed)
     for stage in config["stages"].values():
-        if epochs is not None:
-            stage["training"]["epochs"] = int(epochs)
-        if batch_size is not None:
-            stage["data"]["batch_size"] = int(batch_size)
-        if learning_rate is not None:
-            stage["training"]["optimizer"]["learning_rate"] = float(learning_rate)
-        if precision is not None:
-            stage["training"]["precision"] = precision
+        common.apply_overrides(stage, epochs=epochs, batch_size=batch_size,
+                               learning_rate=learning_rate, precision=precision)
     if folds is not None:
         if int(folds) < 1:
             raise ValueError(f"folds must be >= 1, received {folds}")

@@ -36,6 +36,8 @@ def export_model(model: keras.Model, out: str, *, threshold: float = 0.5,
     channels = int(model.outputs[0].shape[-1])
     threshold = float(threshold)
 
+    @tf.function(input_signature=[tf.TensorSpec((None, *input_shape), tf.float32,
+                                                name=INPUT_NAME)])
     def serve(image):
         probabilities = tf.cast(model(image, training=False), tf.float32)
         if channels == 1:
@@ -44,18 +46,19 @@ def export_model(model: keras.Model, out: str, *, threshold: float = 0.5,
             label = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         return {"probabilities": probabilities, "label": label}
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(
-        name=SIGNATURE, fn=serve,
-        input_signature=[tf.TensorSpec((None, *input_shape), tf.float32, name=INPUT_NAME)],
-    )
+    # A bare tf.Module holding the model's variables and the one traced function. Keras'
+    # ExportArchive tracks the model itself, which walks every layer's trackables and traces
+    # the forward pass three times: 44 s against 13 s for a 641-layer RA-UNet-II (2 CPU
+    # cores), for the same serving graph and weights.
+    module = tf.Module()
+    module.model_variables = list(model.variables)
+    module.serve = serve
     out = os.path.abspath(out)
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".partial-export-", dir=parent)
     try:
-        archive.write_out(tmp, verbose=False)
+        tf.saved_model.save(module, tmp, signatures={SIGNATURE: serve})
         if preprocessing is not None:
             with open(os.path.join(tmp, PREPROCESSING_ASSET), "w") as f:
                 json.dump({"preprocessing": preprocessing, "threshold": threshold,
@@ -69,17 +72,34 @@ def export_model(model: keras.Model, out: str, *, threshold: float = 0.5,
     return out
 
 
-def export_run(run_dir: str, out: str | None = None, *, version: int | None = None) -> str:
+def default_export_dir(run_dir: str) -> str:
+    """Where :func:`export_run` writes a run's SavedModel by default."""
+    return os.path.join(run_dir, "saved_model")
+
+
+def is_exported(run_dir: str) -> bool:
+    """Whether ``RUN_DIR/saved_model`` holds a SavedModel written after the run's best model."""
+    pb = os.path.join(default_export_dir(run_dir), "saved_model.pb")
+    model_path = os.path.join(run_dir, BEST_MODEL)
+    return (os.path.exists(pb) and os.path.exists(model_path)
+            and os.path.getmtime(pb) >= os.path.getmtime(model_path))
+
+
+def export_run(run_dir: str, out: str | None = None, *, version: int | None = None,
+               model: keras.Model | None = None) -> str:
     """Export the best model of a training run; ``out`` defaults to ``RUN_DIR/saved_model``.
 
-    With ``version``, the SavedModel goes to ``out/<version>`` (TF Serving's layout).
+    With ``version``, the SavedModel goes to ``out/<version>`` (TF Serving's layout). ``model``
+    is the run's best model when the caller already holds it (the training job that just
+    wrote it), saving a reload; otherwise ``RUN_DIR/model.keras`` is loaded.
     """
     model_path = os.path.join(run_dir, BEST_MODEL)
     if not os.path.exists(model_path):
         raise FileNotFoundError(f"{model_path}: no trained model in this run directory")
     config, preprocessing = read_run_config(run_dir)
-    model = keras.models.load_model(model_path, compile=False)
-    out = out or os.path.join(run_dir, "saved_model")
+    if model is None:
+        model = keras.models.load_model(model_path, compile=False)
+    out = out or default_export_dir(run_dir)
     if version is not None:
         out = os.path.join(out, str(int(version)))
     return export_model(model, out, threshold=config.get("threshold", 0.5),

@@ -62,6 +62,28 @@ def tiny_run(tmp_path_factory):
     return run_dir, tf_data, buf.getvalue()
 
 
+@pytest.fixture(scope="session")
+def ra_unet_run(tiny_dataset, tmp_path_factory):
+    """``python -m keras_liver.experiments.ra_unet --preset tiny`` on the tiny dataset, run
+    once per session (the three stages, the cascade on the test case, the exports).
+
+    Returns ``(run_dir, stdout, stderr)``.
+    """
+    import contextlib
+    import io
+
+    from keras_liver.experiments import ra_unet
+
+    root = tmp_path_factory.mktemp("ra_unet_run")
+    run_dir = str(root / "run")
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = ra_unet.main(["--preset", "tiny", "--data", tiny_dataset, "--out", run_dir,
+                             "--tf-data", str(root / "tf_data"), "--no-progress"])
+    assert code == 0, err.getvalue()[-3000:]
+    return run_dir, out.getvalue(), err.getvalue()
+
+
 #: Loads a SavedModel with keras_liver made unimportable, as TF Serving would (no project
 #: Python): prints the signature's inputs/outputs and the outputs for a saved input.
 NO_PROJECT_LOADER = r"""

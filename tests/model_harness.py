@@ -9,7 +9,8 @@ checks, on a small random batch in inference mode:
   counter names such as ``conv2d_3``);
 - ``model.to_json()`` → ``keras.models.model_from_json`` → copy weights → same outputs;
 - ``.keras`` save → ``keras.models.load_model`` → same outputs;
-- SavedModel: ``model.export(path)`` → ``tf.saved_model.load(path).serve`` → same outputs,
+- SavedModel: ``keras_liver.export.export_model`` → ``tf.saved_model.load(path)``'s
+  ``serving_default`` → same probabilities,
   in this process or (``isolated_saved_model=True``) in a fresh Python process where
   ``keras_liver`` cannot be imported (what TF Serving sees).
 
@@ -90,17 +91,21 @@ _ISOLATED_LOAD = textwrap.dedent("""
     sys.meta_path.insert(0, _Block())
     import numpy as np, tensorflow as tf
     export_dir, x_path, y_path = sys.argv[1:4]
-    served = tf.saved_model.load(export_dir)
-    np.save(y_path, served.serve(tf.constant(np.load(x_path))).numpy())
+    serve = tf.saved_model.load(export_dir).signatures["serving_default"]
+    np.save(y_path, serve(image=tf.constant(np.load(x_path)))["probabilities"].numpy())
 """)
 
 
 def check_saved_model(model, x, expected, tmp_path, isolated=False):
-    export_dir = os.path.join(str(tmp_path), f"{model.name}_savedmodel")
-    model.export(export_dir, format="tf_saved_model", verbose=False)
+    """The project's export (:func:`keras_liver.export.export_model`, what ``keras-liver
+    export`` and the experiments write): ``serving_default(image=x)["probabilities"]`` equals
+    the Keras output."""
+    from keras_liver.export import export_model
+
+    export_dir = export_model(model, os.path.join(str(tmp_path), f"{model.name}_savedmodel"))
     if not isolated:
-        served = tf.saved_model.load(export_dir)
-        y = served.serve(tf.constant(x)).numpy()
+        serve = tf.saved_model.load(export_dir).signatures["serving_default"]
+        y = serve(image=tf.constant(x))["probabilities"].numpy()
         np.testing.assert_allclose(y, expected, rtol=RTOL, atol=ATOL)
     else:
         x_path = os.path.join(str(tmp_path), "x.npy")

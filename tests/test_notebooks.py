@@ -59,3 +59,51 @@ def test_ra_vnet_notebook_runs_at_the_tiny_preset(tiny_dataset, tmp_path):
     assert "115,582,002" in text  # the published RA V-Net, counted by the notebook
     diff = float(re.search(r"max \|SavedModel − Keras\| probability: (\S+)", text).group(1))
     assert diff < 1e-4
+
+
+@pytest.mark.slow
+def test_ra_unet_notebook_runs_at_the_tiny_preset(ra_unet_run, tmp_path):
+    """The notebook on the session's finished tiny RA-UNet run: it must reuse the three stages
+    (nothing retrained, nothing re-exported), reproduce the command line's scores, and draw the
+    curves and the Fig. 7-10 pictures."""
+    import glob
+
+    run_dir, cli_stdout, _ = ra_unet_run
+    with open(os.path.join(run_dir, "stage1_localiser", "config.json")) as f:
+        dataset = json.load(f)["dataset"]
+    artefacts = [p for pattern in ("history.csv", "model.keras", "saved_model.pb")
+                 for p in glob.glob(os.path.join(run_dir, "**", pattern), recursive=True)]
+    assert len(artefacts) == 9, artefacts  # three stages, one fold each
+    before = {p: os.stat(p).st_mtime_ns for p in artefacts}
+
+    nb = nbformat.read(os.path.join(REPO, "notebooks", "ra_unet.ipynb"), as_version=4)
+    nb = _with_parameters(nb, PRESET="tiny", DATA=dataset, OUT=run_dir,
+                          TF_DATA=str(tmp_path / "tf_data"), FOLDS=None, EPOCHS=None, SEED=0,
+                          EXPORT=False)
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()  # raises CellExecutionError naming the cell on any failure
+
+    # no stage retrained, no SavedModel re-exported
+    assert {p: os.stat(p).st_mtime_ns for p in artefacts} == before
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    text = "\n".join(_text(c) for c in code)
+    assert text.count("finished run found, not retrained") == 3, text[-2000:]
+
+    # the published networks, counted by the notebook
+    assert "RAUNet2D: 747,321 parameters, 641 layers" in text
+    assert "RAUNet3D: 4,439,697 parameters, 641 layers" in text
+    assert "RAUNetBrain: 12,813,377 parameters, 641 layers" in text
+
+    # the cascade re-evaluated on the one test case gives the command line's scores
+    for target, cli_label in (("liver", "liver "), ("tumour", "tumour")):
+        ours = re.search(rf"{target}: mean Dice (\d\.\d{{4}}) over 1 test cases", text)
+        assert ours, text[-2000:]
+        cli = re.search(rf"{cli_label} Dice per case (\d\.\d{{4}})", cli_stdout)
+        assert cli and ours.group(1) == cli.group(1), (ours.group(0), cli_stdout)
+
+    figures = [c for c in code if any("image/png" in o.get("data", {})
+                                      for o in _outputs(c, ("display_data",)))]
+    assert len(figures) >= 3, "expected the training curves and the Fig. 7-10 pictures"
+    diff = float(re.search(r"max \|SavedModel − Keras\| probability: (\S+)", text).group(1))
+    assert diff < 1e-4

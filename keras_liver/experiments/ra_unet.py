@@ -108,22 +108,34 @@ class ExperimentResult:
     comparison: Any = None               # ours beside the paper
     saved_models: dict[str, list[str]] = field(default_factory=dict)
     epochs: dict[str, list[int]] = field(default_factory=dict)
+    cascade: Any = None                  # the RAUNetCascade that scored the test set
 
 
-def _train_job(cfg: dict[str, Any], data: str, run_dir: str, verbose) -> int:
-    """One stage (or fold) in its own process (see :func:`train_stages`); epochs run."""
+def _stage_job(cfg: dict[str, Any], data: str, run_dir: str, verbose, train: bool = True,
+               export: bool = False) -> int:
+    """One stage (or fold) in its own process (see :func:`train_stages`): train it, export it,
+    or both; returns the epochs run. Exporting in the job that trained the model uses the
+    model in memory (no reload) and runs beside the other jobs instead of after them."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # Several trainings may share one GPU: let each take memory as it needs it.
     os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    from keras_liver import export as export_lib
     from keras_liver import training
 
-    return training.train(cfg, data=data, out_dir=run_dir, verbose=verbose).epochs_run
+    epochs, model = 0, None
+    if train:
+        result = training.train(cfg, data=data, out_dir=run_dir, verbose=verbose)
+        epochs, model = result.epochs_run, result.model
+    if export:
+        export_lib.export_run(run_dir, model=model)
+    return epochs
 
 
 def train_stages(config: dict[str, Any], data: str, out: str, *, verbose: int | str = "auto",
-                 stages=STAGES, jobs: int | None = None
+                 stages=STAGES, jobs: int | None = None, export: bool = False
                  ) -> tuple[dict[str, list[str]], dict[str, list[int]]]:
-    """Train the stages (and folds) of ``config`` on the converted dataset ``data``.
+    """Train the stages (and folds) of ``config`` on the converted dataset ``data``; with
+    ``export``, also write each run's SavedModel (``RUN/saved_model``) in the same job.
 
     The stages are independent during training (each learns from the reference labels: the
     3-D stages crop the reference liver box, not the localiser's), and so are the folds, so
@@ -131,9 +143,12 @@ def train_stages(config: dict[str, Any], data: str, out: str, *, verbose: int | 
     its own process. On a CPU this pays because a 641-layer network with small tensors keeps
     about one core busy (measured: 106 % CPU on 2 cores); several jobs on one GPU share its
     memory (``TF_FORCE_GPU_ALLOW_GROWTH``). Parallel jobs print no Keras progress bars.
+    A finished run of the same configuration is not retrained, and not re-exported when its
+    SavedModel is newer than its best model.
 
     Returns ``({stage: run dirs}, {stage: epochs run (0 = finished earlier, not retrained)})``.
     """
+    from keras_liver import export as export_lib
     from keras_liver import training
     from keras_liver.data import splits
 
@@ -154,38 +169,44 @@ def train_stages(config: dict[str, Any], data: str, out: str, *, verbose: int | 
                     seed=int(config.get("folds", {}).get("seed", 0)))
             what = f"{stage} stage ({cfg['model']['name']}" + (f", fold {i + 1}/{k})" if k > 1
                                                                  else ")")
-            if training.is_finished(run_dir, cfg, data=fold_data):
+            train = not training.is_finished(run_dir, cfg, data=fold_data)
+            if not train:
                 common._log(f"{what}: finished run found in {run_dir}; not retrained")
-                continue
-            pending.append((stage, i, what, cfg, fold_data, run_dir))
+            needs_export = export and (train or not export_lib.is_exported(run_dir))
+            if train or needs_export:
+                pending.append((stage, i, what, cfg, fold_data, run_dir, train, needs_export))
+
+    def doing(train, needs_export):
+        return " and ".join(w for w, on in (("training", train), ("exporting", needs_export))
+                            if on)
 
     if jobs == 1 or len(pending) <= 1:
-        for stage, i, what, cfg, fold_data, run_dir in pending:
-            common._log(f"training the {what} in {run_dir}")
-            epochs[stage][i] = _train_job(cfg, fold_data, run_dir, verbose)
+        for stage, i, what, cfg, fold_data, run_dir, train, needs_export in pending:
+            common._log(f"{doing(train, needs_export)} the {what} in {run_dir}")
+            epochs[stage][i] = _stage_job(cfg, fold_data, run_dir, verbose, train, needs_export)
         return run_dirs, epochs
 
     import concurrent.futures
     import multiprocessing
 
     workers = min(jobs, len(pending))
-    common._log(f"training {len(pending)} stage runs, {workers} at a time (one process each)")
+    common._log(f"{len(pending)} stage runs to do, {workers} at a time (one process each)")
     context = multiprocessing.get_context("spawn")   # a fresh TensorFlow per process
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
         futures = {}
-        for stage, i, what, cfg, fold_data, run_dir in pending:
-            futures[pool.submit(_train_job, cfg, fold_data, run_dir, 0)] = (stage, i, what,
-                                                                               run_dir)
-            common._log(f"queued the {what} in {run_dir}")
+        for stage, i, what, cfg, fold_data, run_dir, train, needs_export in pending:
+            future = pool.submit(_stage_job, cfg, fold_data, run_dir, 0, train, needs_export)
+            futures[future] = (stage, i, what, run_dir, doing(train, needs_export))
+            common._log(f"queued {futures[future][-1]} the {what} in {run_dir}")
         for future in concurrent.futures.as_completed(futures):
-            stage, i, what, run_dir = futures[future]
+            stage, i, what, run_dir, task = futures[future]
             try:
                 epochs[stage][i] = future.result()
             except Exception as err:
                 for other in futures:
                     other.cancel()
-                raise RuntimeError(f"training the {what} in {run_dir} failed: {err}") from err
-            common._log(f"finished the {what} ({epochs[stage][i]} epochs)")
+                raise RuntimeError(f"{task} the {what} in {run_dir} failed: {err}") from err
+            common._log(f"finished {task} the {what} ({epochs[stage][i]} epochs)")
     return run_dirs, epochs
 
 
@@ -232,13 +253,6 @@ def compare_with_paper(summary, experiment: dict[str, Any], dataset: str = "lits
     return pd.DataFrame(rows, columns=["target", "metric", "ours", "paper", "difference"])
 
 
-def export_stages(run_dirs: dict[str, list[str]]) -> dict[str, list[str]]:
-    """One SavedModel per stage run (``RUN/saved_model``) for TF Serving."""
-    from keras_liver import export
-
-    return {stage: [export.export_run(d) for d in dirs] for stage, dirs in run_dirs.items()}
-
-
 def run(config: dict[str, Any], *, data: str | None, out: str, tf_data: str,
         experiment: dict[str, Any] | None = None, progress: bool = True,
         export: bool = True, paper_table: str = "lits") -> ExperimentResult:
@@ -251,7 +265,8 @@ def run(config: dict[str, Any], *, data: str | None, out: str, tf_data: str,
     dataset = common.prepare_data(data, config, tf_data=tf_data, workdir=out,
                                   seed=config["seed"],
                                   name=f"phantom-{PAPER}-{config['preset']}", progress=progress)
-    run_dirs, epochs = train_stages(config, dataset, out, verbose="auto" if progress else 0)
+    run_dirs, epochs = train_stages(config, dataset, out, verbose="auto" if progress else 0,
+                                    export=export)
     cascade_lib.write_cascade(out, run_dirs, inference=config.get("cascade"), model=PAPER)
 
     common._log("running the cascade on the held-out test volumes")
@@ -265,11 +280,12 @@ def run(config: dict[str, Any], *, data: str | None, out: str, tf_data: str,
         f.write(report.to_markdown(comparison) + "\n")
     saved = {}
     if export:
-        common._log("exporting one SavedModel per stage run")
-        saved = export_stages(run_dirs)
+        from keras_liver.export import default_export_dir
+
+        saved = {stage: [default_export_dir(d) for d in dirs] for stage, dirs in run_dirs.items()}
     return ExperimentResult(out=out, dataset=dataset, stages=run_dirs, per_case=per_case,
                             summary=summary, comparison=comparison, saved_models=saved,
-                            epochs=epochs)
+                            epochs=epochs, cascade=model)
 
 
 # --------------------------------------------------------------------------- command line

@@ -8,10 +8,13 @@ All are rank-generic: they work on ``(B, H, W, C)`` and ``(B, H, W, D, C)`` alik
 - :class:`LinearUpSampling` — bi-/trilinear up-sampling by integer factors (Keras'
   ``UpSampling3D`` is nearest-only).
 - :class:`StackSequence` — stack feature maps on a new "time" axis for ``ConvLSTM``.
+- :class:`DropBlock` — structured dropout of contiguous blocks (Ghiasi et al. 2018), used at
+  the end of MSA-UNet's MSRB (Eq. 1).
 """
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 PACKAGE = "keras_liver"
@@ -163,3 +166,102 @@ class StackSequence(keras.layers.Layer):
         config = super().get_config()
         config["axis"] = self.axis
         return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class DropBlock(keras.layers.Layer):
+    """DropBlock (Ghiasi, Lin and Le, "DropBlock: A regularization method for convolutional
+    networks", NeurIPS 2018, Algorithm 1), for 2-D ``(B, H, W, C)`` and 3-D
+    ``(B, H, W, D, C)`` maps.
+
+    At training time, with ``b`` the block size and ``n_i`` the spatial sizes::
+
+        b_i   = min(b, n_i)                                  # block clipped to the map
+        gamma = rate / prod(b_i) * prod(n_i) / prod(n_i - b_i + 1)
+        seeds ~ Bernoulli(gamma), only where a block centred there fits inside the map
+        M     = 1 - max_pool(seeds, b_i, stride 1, same)     # zero a b×b(×b) block per seed
+        out   = x * M * count(M) / count_ones(M)             # keep the mean
+
+    ``gamma`` is the paper's Eq. 1 with its valid-seed-region correction, so the expected
+    fraction of seeded units times the block volume equals ``rate`` (overlapping blocks make
+    the zeroed fraction a little lower). Masks are drawn independently for every sample and
+    channel, as in the authors' TPU ResNet code; the normalisation uses the kept fraction
+    of the whole batch tensor, as that code does. ``rate`` is constant (the paper's linear
+    ``keep_prob`` schedule is left to a callback if wanted). At inference (``training``
+    false) or with ``rate=0`` the layer is the identity.
+
+    Training needs known spatial sizes (the block is a static pooling window); the batch
+    size may be unknown.
+
+    Args:
+        rate: probability of dropping a unit, ``1 - keep_prob`` in the paper; in [0, 1).
+        block_size: side of the dropped square (cube in 3-D), clipped to the map size.
+        seed: int or None, for the layer's ``keras.random.SeedGenerator``.
+    """
+
+    def __init__(self, rate=0.1, block_size=7, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= float(rate) < 1.0:
+            raise ValueError(f"DropBlock rate must be in [0, 1); received rate={rate!r}")
+        if int(block_size) != block_size or int(block_size) < 1:
+            raise ValueError(f"DropBlock block_size must be a positive int; "
+                             f"received block_size={block_size!r}")
+        self.rate = float(rate)
+        self.block_size = int(block_size)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = True
+
+    def block_shape(self, spatial_shape):
+        """The block per spatial axis for a map of ``spatial_shape``: ``min(b, n_i)``."""
+        return tuple(min(self.block_size, int(n)) for n in spatial_shape)
+
+    def gamma(self, spatial_shape) -> float:
+        """Seed probability for a map of ``spatial_shape`` (Ghiasi et al., Eq. 1)."""
+        blocks = self.block_shape(spatial_shape)
+        total = valid = volume = 1
+        for n, b in zip(spatial_shape, blocks):
+            total, valid, volume = total * int(n), valid * (int(n) - b + 1), volume * b
+        return min(1.0, self.rate * total / (volume * valid))
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0.0:
+            return inputs
+        spatial = tuple(inputs.shape[1:-1])
+        if any(n is None for n in spatial):
+            raise ValueError(f"DropBlock needs known spatial sizes when training; received "
+                             f"a tensor of shape {tuple(inputs.shape)}")
+        blocks = self.block_shape(spatial)
+        noise = keras.random.uniform(ops.shape(inputs), dtype="float32",
+                                     seed=self.seed_generator)
+        seeds = ops.cast(ops.less(noise, self.gamma(spatial)), "float32")
+        seeds = seeds * ops.convert_to_tensor(_valid_seed_region(spatial, blocks), "float32")
+        dropped = ops.max_pool(seeds, pool_size=blocks, strides=1, padding="same")
+        keep = 1.0 - dropped
+        scale = ops.cast(ops.size(keep), "float32") / ops.maximum(ops.sum(keep), 1.0)
+        return inputs * ops.cast(keep * scale, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(rate=self.rate, block_size=self.block_size, seed=self.seed)
+        return config
+
+
+def _valid_seed_region(spatial, blocks):
+    """``(1, *spatial, 1)`` array of ones where a block seeded there lies inside the map.
+
+    ``max_pool(..., padding="same")`` with window ``b`` covers inputs ``j - (b-1)//2 …
+    j + b//2`` for output ``j``, so a seed at ``i`` zeroes ``i - b//2 … i + (b-1)//2``: it
+    must satisfy ``b//2 <= i <= n - 1 - (b-1)//2`` (``n - b + 1`` positions per axis).
+    """
+    region = np.ones((1,) + tuple(spatial) + (1,), dtype="float32")
+    for axis, (n, b) in enumerate(zip(spatial, blocks), start=1):
+        index = np.arange(n)
+        inside = (index >= b // 2) & (index <= n - 1 - (b - 1) // 2)
+        shape = [1] * region.ndim
+        shape[axis] = n
+        region = region * inside.reshape(shape)
+    return region

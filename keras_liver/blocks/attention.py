@@ -4,6 +4,7 @@ from __future__ import annotations
 from keras import layers
 
 from keras_liver import ndim
+from keras_liver.blocks.conv import apply_conv_bn, apply_conv_bn_relu
 from keras_liver.blocks.residual import apply_preact_residual_unit
 from keras_liver.layers import ChannelAttention
 
@@ -81,3 +82,33 @@ def apply_attention_residual_module(x, *, depth: int, p: int = 1, t: int = 2, r:
     gate = layers.Rescaling(scale=1.0, offset=1.0, name=f"{name}_mask_plus_one")(mask)
     y = layers.Multiply(name=f"{name}_multiply")([gate, trunk])
     return units(y, p, f"{name}_post")
+
+
+def apply_attention_gate(x, g, inter_filters: int, *, name: str):
+    """Additive attention gate (Oktay et al. 2018, "Attention U-Net"), rank-generic.
+
+    ``x`` is the skip connection (the features to gate), ``g`` the gating signal from the
+    decoder, already at ``x``'s spatial size (the common "g = up-sampled decoder map" form used
+    by the Attention Residual UNet authors, MONAI and keras-unet-collection):
+
+    θ_x = Conv 1×1 (F_int)-BN on x; φ_g = Conv 1×1 (F_int)-BN on g; ReLU(θ_x + φ_g) →
+    ψ = Conv 1×1 (1)-BN → sigmoid = α (the attention coefficients, one per voxel, in [0, 1]);
+    output α ⊙ x (same shape as x). Every conv keeps its bias.
+
+    Layers: ``{name}_theta_x_{conv,bn}``, ``{name}_phi_g_{conv,bn}``, ``{name}_add``,
+    ``{name}_relu``, ``{name}_psi_{conv,bn}``, ``{name}_psi_sigmoid`` (α),
+    ``{name}_multiply``.
+    """
+    rank = ndim.rank_of(x)
+    if ndim.rank_of(g) != rank or tuple(g.shape[1:-1]) != tuple(x.shape[1:-1]):
+        raise ValueError(f"{name}: the gating signal g must have x's spatial size; received "
+                         f"x of shape {tuple(x.shape)} and g of shape {tuple(g.shape)}")
+    if not isinstance(inter_filters, int) or inter_filters < 1:
+        raise ValueError(f"{name}: inter_filters (F_int) must be an int >= 1; "
+                         f"received inter_filters={inter_filters!r}")
+    theta_x = apply_conv_bn(x, inter_filters, 1, name=f"{name}_theta_x")
+    phi_g = apply_conv_bn(g, inter_filters, 1, name=f"{name}_phi_g")
+    f = layers.Add(name=f"{name}_add")([theta_x, phi_g])
+    f = layers.Activation("relu", name=f"{name}_relu")(f)
+    alpha = apply_conv_bn_relu(f, 1, 1, activation="sigmoid", name=f"{name}_psi")
+    return layers.Multiply(name=f"{name}_multiply")([x, alpha])

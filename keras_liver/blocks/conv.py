@@ -34,6 +34,27 @@ def apply_conv_bn(x, filters: int, kernel_size=3, *, name: str, **kwargs):
     return apply_conv_bn_relu(x, filters, kernel_size, activation=None, name=name, **kwargs)
 
 
+def apply_unet_encoder_level(x, filters: int, *, kernel_initializer="glorot_uniform",
+                             name: str):
+    """U-Net encoder level (Ronneberger et al.): two Conv 3×3-BN-ReLU, ``{name}_conv1``,
+    ``{name}_conv2``. The baseline of RA V-Net's and MSA-UNet's ablation tables."""
+    x = apply_conv_bn_relu(x, filters, 3, kernel_initializer=kernel_initializer,
+                           name=f"{name}_conv1")
+    return apply_conv_bn_relu(x, filters, 3, kernel_initializer=kernel_initializer,
+                              name=f"{name}_conv2")
+
+
+def apply_unet_decoder_level(x, skip, *, kernel_initializer="glorot_uniform", name: str):
+    """U-Net decoder level: up-conv 2×2 stride 2 to the skip's width (linear,
+    ``{name}_upconv``), concat [skip, up] (``{name}_concat``), two Conv 3×3-BN-ReLU."""
+    rank = ndim.rank_of(x)
+    filters = skip.shape[-1]
+    up = ndim.conv_transpose(rank, filters, 2, strides=2, padding="same",
+                             kernel_initializer=kernel_initializer, name=f"{name}_upconv")(x)
+    y = layers.Concatenate(axis=-1, name=f"{name}_concat")([skip, up])
+    return apply_unet_encoder_level(y, filters, kernel_initializer=kernel_initializer, name=name)
+
+
 def head_activation(num_classes: int) -> str:
     """``sigmoid`` for one foreground class, ``softmax`` over ``num_classes`` otherwise."""
     if int(num_classes) < 1:
@@ -41,14 +62,17 @@ def head_activation(num_classes: int) -> str:
     return "sigmoid" if num_classes == 1 else "softmax"
 
 
-def apply_head(x, num_classes: int, *, activation: str | None = None, name: str = "head"):
+def apply_head(x, num_classes: int, *, activation: str | None = None, name: str = "head",
+               kernel_initializer="glorot_uniform"):
     """Segmentation head: Conv 1×1 (``num_classes``) → sigmoid (1 class) or softmax (K > 1).
 
     Layers ``{name}_conv`` and ``{name}_{activation}``; the activation runs in float32
     (``dtype="float32"``), so a mixed-precision model still returns float32 probabilities.
-    ``activation="linear"`` returns float32 logits.
+    ``activation="linear"`` returns float32 logits. ``kernel_initializer`` defaults to Keras'
+    (MSA-UNet's paper asks for He-normal everywhere).
     """
     rank = ndim.rank_of(x)
     activation = activation or head_activation(num_classes)
-    x = ndim.conv(rank, num_classes, 1, name=f"{name}_conv")(x)
+    x = ndim.conv(rank, num_classes, 1, kernel_initializer=kernel_initializer,
+                  name=f"{name}_conv")(x)
     return layers.Activation(activation, dtype="float32", name=f"{name}_{activation}")(x)

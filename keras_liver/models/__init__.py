@@ -8,6 +8,9 @@ from typing import Callable
 
 import keras
 
+from keras_liver.models.arunet import AttentionResUNet
+from keras_liver.models.msa_unet import (MSAUNet, MSAUNetBaseline, MSAUNetWithAASPP,
+                                         MSAUNetWithMSRB, MSAUNetWithRASM)
 from keras_liver.models.ra_unet import RAUNet2D, RAUNet3D, RAUNetBrain
 from keras_liver.models.ra_vnet import CofResUNet, RAVNet, RAVNetWithoutCofRes, ResUNet, UNet
 
@@ -22,6 +25,12 @@ MODELS: dict[str, Callable[..., keras.Model]] = {
     "ra_unet_2d": RAUNet2D,
     "ra_unet_3d": RAUNet3D,
     "ra_unet_brain": RAUNetBrain,
+    "msa_unet": MSAUNet,
+    "msa_unet_baseline": MSAUNetBaseline,
+    "msa_unet_with_msrb": MSAUNetWithMSRB,
+    "msa_unet_with_aaspp": MSAUNetWithAASPP,
+    "msa_unet_with_rasm": MSAUNetWithRASM,
+    "attention_res_unet": AttentionResUNet,
 }
 
 
@@ -40,4 +49,5 @@ def get_model(name: str, **kwargs) -> keras.Model:
 
 
 __all__ = ["MODELS", "get_model", "RAVNet", "RAVNetWithoutCofRes", "CofResUNet", "ResUNet",
-           "UNet", "RAUNet2D", "RAUNet3D", "RAUNetBrain"]
+           "UNet", "RAUNet2D", "RAUNet3D", "RAUNetBrain", "MSAUNet", "MSAUNetBaseline",
+           "MSAUNetWithMSRB", "MSAUNetWithAASPP", "MSAUNetWithRASM", "AttentionResUNet"]

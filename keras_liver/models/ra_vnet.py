@@ -67,7 +67,8 @@ from keras import layers
 
 from keras_liver import ndim
 from keras_liver.blocks import (apply_channel_attention, apply_conv_bn, apply_conv_bn_relu,
-                                apply_convlstm_fusion, apply_head, apply_residual_block)
+                                apply_convlstm_fusion, apply_head, apply_residual_block,
+                                apply_unet_decoder_level, apply_unet_encoder_level)
 
 CHANNEL_ATTENTION_PLACEMENTS = ("bottom", "all", "none")
 
@@ -135,8 +136,7 @@ def apply_ar_module(x, skip, *, name: str):
 # --------------------------------------------------------------------------- baseline levels
 
 def _plain_encoder_level(x, filters, *, name):
-    x = apply_conv_bn_relu(x, filters, 3, name=f"{name}_conv1")
-    return apply_conv_bn_relu(x, filters, 3, name=f"{name}_conv2")
+    return apply_unet_encoder_level(x, filters, name=name)
 
 
 def _residual_encoder_level(x, filters, *, name):
@@ -148,12 +148,7 @@ def _cofres_encoder_level(x, filters, *, name):
 
 
 def _plain_decoder_level(x, skip, *, name):
-    rank = ndim.rank_of(x)
-    up = ndim.conv_transpose(rank, skip.shape[-1], 2, strides=2, padding="same",
-                             name=f"{name}_upconv")(x)
-    y = layers.Concatenate(axis=-1, name=f"{name}_concat")([skip, up])
-    y = apply_conv_bn_relu(y, skip.shape[-1], 3, name=f"{name}_conv1")
-    return apply_conv_bn_relu(y, skip.shape[-1], 3, name=f"{name}_conv2")
+    return apply_unet_decoder_level(x, skip, name=name)
 
 
 def _ar_decoder_level(x, skip, *, name):

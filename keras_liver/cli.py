@@ -6,6 +6,7 @@
     keras-liver evaluate PRED_DIR REF_DIR [--out DIR]
     keras-liver export   RUN_DIR [--out DIR] [--version N]
     keras-liver predict  --model RUN_DIR|ra_unet IN.nii.gz [IN2 ...] --out OUT.nii.gz|DIR
+                         [--tta flips|none]
 
 Bad input ends with one line ``keras-liver: error: <file>: <problem>`` and exit status 2.
 """
@@ -105,16 +106,23 @@ def resolve_model(model: str) -> str:
         f"with `python -m keras_liver.experiments.{model}` or pass its run directory")
 
 
-def load_predictor(model: str, *, progress: bool = False):
+def load_predictor(model: str, *, progress: bool = False, tta: str | None = None):
     """A predictor for ``--model``: the RA-UNet cascade for a directory with
-    ``cascade.json``, else the 2-D slice-by-slice predictor of a training run."""
+    ``cascade.json``, else the 2-D slice-by-slice predictor of a training run. ``tta``:
+    ``None`` keeps the run's test-time augmentation (``inference.tta`` of its config),
+    ``"flips"`` averages the identity, horizontal and vertical flips, ``"none"`` turns it off."""
     from keras_liver.cascade import RAUNetCascade, is_cascade_run
-    from keras_liver.inference import Predictor
+    from keras_liver.errors import ModelInputError
+    from keras_liver.inference import TTA_FLIPS, Predictor
 
     run_dir = resolve_model(model)
     if is_cascade_run(run_dir):
+        if tta is not None:
+            raise ModelInputError(f"{run_dir}: --tta applies to 2-D runs; the RA-UNet cascade "
+                                  f"has no test-time augmentation")
         return RAUNetCascade.from_run(run_dir, progress=progress)
-    return Predictor.from_run(run_dir)
+    kwargs = {} if tta is None else {"tta": tuple(TTA_FLIPS) if tta == "flips" else ()}
+    return Predictor.from_run(run_dir, **kwargs)
 
 
 def _cmd_predict(args):
@@ -122,7 +130,7 @@ def _cmd_predict(args):
 
     from keras_liver.data.volumes import strip_nifti_suffix
 
-    predictor = load_predictor(args.model, progress=not args.no_progress)
+    predictor = load_predictor(args.model, progress=not args.no_progress, tta=args.tta)
     many = len(args.inputs) > 1 or os.path.isdir(args.out) or args.out.endswith(os.sep)
     for path in tqdm(args.inputs, desc="predict", disable=args.no_progress or len(args.inputs) == 1,
                      file=sys.stderr):
@@ -189,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "or a paper name such as ra_unet for its default run directory runs/NAME")
     s.add_argument("inputs", nargs="+", help="input NIfTI file(s)")
     s.add_argument("--out", required=True, help="output file (one input) or folder")
+    s.add_argument("--tta", choices=["flips", "none"], default=None,
+                   help="test-time augmentation: average the identity, horizontal and vertical "
+                        "flips, or none; default: the run's own setting (MSA-UNet: flips)")
     return p
 
 

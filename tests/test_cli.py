@@ -63,6 +63,31 @@ def test_predict_writes_on_the_input_grid(tiny_run, phantom_lits, tmp_path, caps
     assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1}
 
 
+def test_predict_tta_flag_overrides_the_runs_setting(tiny_run, phantom_lits, tmp_path, capsys,
+                                                    monkeypatch):
+    """--tta flips averages the identity and both flips (the model sees three batches),
+    --tta none and the run's default (RA V-Net: none) only the identity."""
+    from keras_liver import inference
+
+    run_dir, _, _ = tiny_run
+    src = os.path.join(phantom_lits, "volume-1.nii.gz")
+    seen, real = [], inference.predict_slices
+
+    def spy(model, x, tta=(), **kwargs):
+        seen.append(tuple(tta))
+        return real(model, x, tta=tta, **kwargs)
+
+    monkeypatch.setattr(inference, "predict_slices", spy)
+    for flag, expected in ((["--tta", "flips"], ("vflip", "hflip")), (["--tta", "none"], ()),
+                           ([], ())):
+        out = str(tmp_path / f"pred{len(seen)}.nii.gz")
+        code, _, err = run(["predict", "--model", run_dir, src, "--out", out, "--no-progress",
+                            *flag], capsys)
+        assert code == 0, err
+        assert seen[-1] == expected
+        assert nib.load(out).shape == nib.load(src).shape
+
+
 def test_predict_a_folder_of_inputs(tiny_run, phantom_lits, tmp_path, capsys):
     run_dir, _, _ = tiny_run
     inputs = [os.path.join(phantom_lits, f"volume-{i}.nii.gz") for i in (0, 1)]

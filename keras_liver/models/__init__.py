@@ -9,6 +9,8 @@ from typing import Callable
 import keras
 
 from keras_liver.models.arunet import AttentionResUNet
+from keras_liver.models.bada import VARIANTS as _BADA_VARIANTS
+from keras_liver.models.bada import BADA
 from keras_liver.models.msa_unet import (MSAUNet, MSAUNetBaseline, MSAUNetWithAASPP,
                                          MSAUNetWithMSRB, MSAUNetWithRASM)
 from keras_liver.models.ra_unet import RAUNet2D, RAUNet3D, RAUNetBrain
@@ -31,6 +33,7 @@ MODELS: dict[str, Callable[..., keras.Model]] = {
     "msa_unet_with_aaspp": MSAUNetWithAASPP,
     "msa_unet_with_rasm": MSAUNetWithRASM,
     "attention_res_unet": AttentionResUNet,
+    **_BADA_VARIANTS,   # bada, bada_spatial_only, ..., bada_attention_resunet (Tables 1-4)
 }
 
 
@@ -50,4 +53,4 @@ def get_model(name: str, **kwargs) -> keras.Model:
 
 __all__ = ["MODELS", "get_model", "RAVNet", "RAVNetWithoutCofRes", "CofResUNet", "ResUNet",
            "UNet", "RAUNet2D", "RAUNet3D", "RAUNetBrain", "MSAUNet", "MSAUNetBaseline",
-           "MSAUNetWithMSRB", "MSAUNetWithAASPP", "MSAUNetWithRASM", "AttentionResUNet"]
+           "MSAUNetWithMSRB", "MSAUNetWithAASPP", "MSAUNetWithRASM", "AttentionResUNet", "BADA"]

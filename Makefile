@@ -22,8 +22,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m keras_liver.experiments.ra_vnet $(ARGS)
 
+# Two pytest-xdist workers (the CI machine has 2 cores); tests/conftest.py groups the tests of
+# each trained tiny experiment onto one worker.
 test: $(STAMP)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadgroup $(ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -12,6 +12,20 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Small phantom grid used by the integration tests (the model sees 64x64 slices).
 TINY_SHAPE = (96, 96, 20)
 
+#: Session fixtures that train a tiny experiment. ``make test`` runs the suite on two pytest-xdist
+#: workers (``--dist loadgroup``); every test that uses one of these fixtures is put in the
+#: fixture's group, so each experiment is trained once, on one worker, while the other worker
+#: runs the rest of the suite.
+TRAINING_FIXTURES = ("tiny_run", "ra_unet_run")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for name in TRAINING_FIXTURES:
+            if name in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(name))
+                break
+
 
 @pytest.fixture(scope="session")
 def phantom_lits(tmp_path_factory):

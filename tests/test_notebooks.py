@@ -27,9 +27,10 @@ def _outputs(cell, kind):
 
 
 def _text(cell):
-    return "".join(o.get("text", "") if o["output_type"] == "stream"
-                   else o.get("data", {}).get("text/plain", "")
-                   for o in _outputs(cell, ("stream", "execute_result", "display_data")))
+    """A cell's text outputs, one after the other (each starts on a new line)."""
+    return "\n".join(o.get("text", "") if o["output_type"] == "stream"
+                     else o.get("data", {}).get("text/plain", "")
+                     for o in _outputs(cell, ("stream", "execute_result", "display_data")))
 
 
 @pytest.mark.slow
@@ -107,3 +108,61 @@ def test_ra_unet_notebook_runs_at_the_tiny_preset(ra_unet_run, tmp_path):
     assert len(figures) >= 3, "expected the training curves and the Fig. 7-10 pictures"
     diff = float(re.search(r"max \|SavedModel − Keras\| probability: (\S+)", text).group(1))
     assert diff < 1e-4
+
+
+@pytest.mark.slow
+def test_msa_unet_notebook_runs_the_ablation_table_at_the_tiny_preset(tiny_dataset, phantom_lits,
+                                                                      tmp_path, capsys):
+    """The notebook trains every Table 2 row at the tiny preset and prints it beside the paper;
+    then the command line reuses its MSA-UNet run (nothing retrained) and keras-liver predict
+    applies the run's flip TTA on a phantom volume."""
+    import nibabel as nib
+
+    from keras_liver.cli import main as cli_main
+    from keras_liver.experiments import msa_unet
+
+    nb = nbformat.read(os.path.join(REPO, "notebooks", "msa_unet.ipynb"), as_version=4)
+    out = tmp_path / "runs"
+    nb = _with_parameters(nb, PRESET="tiny", DATA=tiny_dataset, OUT=str(out),
+                          TF_DATA=str(tmp_path / "tf_data"),
+                          ABLATIONS=list(msa_unet.ABLATION_KEYS), EPOCHS=None, SEED=0,
+                          EXPORT=True)
+    client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    text = "\n".join(_text(c) for c in code)
+    assert text.count("trained for 1 epochs") == 5, text[-3000:]
+    for label in ("UNet", "UNet + MSRB", "UNet + AASPP", "UNet + RASM", "MSA-UNet"):
+        assert re.search(rf"^{re.escape(label)}: mean DSC \d\.\d{{4}} over 1 test cases", text,
+                         re.M), label
+    assert "306,531,649" in text and "31,054,145" in text   # published sizes, counted
+    assert "98.00 ± 0.38" in text                            # the paper's MSA-UNet DSC
+    for low, high in re.findall(r"_msam_mask_sigmoid: values in \[(\S+), (\S+)\]", text):
+        assert 0.0 <= float(low) <= float(high) <= 1.0
+    figures = [c for c in code if any("image/png" in o.get("data", {})
+                                      for o in _outputs(c, ("display_data",)))]
+    assert len(figures) >= 3, "expected the loss curves, Fig. 7 and the MSAM maps"
+    diff = float(re.search(r"max \|SavedModel − Keras\| probability: (\S+)", text).group(1))
+    assert diff < 1e-4
+
+    # The command line on the notebook's MSA-UNet run: evaluated, not retrained
+    run_dir = out / "msa_unet"
+    stamp = (run_dir / "model.keras").stat().st_mtime_ns
+    assert msa_unet.main(["--preset", "tiny", "--data", tiny_dataset, "--out", str(run_dir),
+                          "--no-progress"]) == 0
+    printed = capsys.readouterr()
+    assert (run_dir / "model.keras").stat().st_mtime_ns == stamp
+    assert "finished run found" in printed.err
+    assert "| dice |" in printed.out and "98.00 ± 0.38" in printed.out
+    assert "TTA identity+hflip+vflip" in printed.out
+
+    # keras-liver predict reads the run's TTA: the label volume on the input grid
+    src = os.path.join(phantom_lits, "volume-1.nii.gz")
+    pred = str(tmp_path / "pred.nii.gz")
+    assert cli_main(["predict", "--model", str(run_dir), src, "--out", pred,
+                     "--no-progress"]) == 0
+    ref, got = nib.load(src), nib.load(pred)
+    assert got.shape == ref.shape
+    assert (got.affine == ref.affine).all()

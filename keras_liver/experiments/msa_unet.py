@@ -101,7 +101,7 @@ class ExperimentResult:
     per_case: Any                # DataFrame, one row per test case
     summary: Any                 # mean / std / global rows
     comparison: Any              # compare_mean_std against the paper's Table 2 row
-    epochs: int
+    epochs: int                  # epochs trained now (0: a finished run was reused)
     saved_model: str | None = None
 
 
@@ -110,7 +110,10 @@ def run(config: dict[str, Any], *, data: str | None, out: str, tf_data: str,
         export: bool = True) -> ExperimentResult:
     """Train ``config`` (one Table 2 network), evaluate the held-out test cases with the
     config's TTA, compare with the paper and export; what the command line does, as a function
-    (used by the notebook's ablation table)."""
+    (used by the notebook's ablation table). A finished run of the same config and data in
+    ``out`` is evaluated as it is, not retrained (``epochs`` 0), nor re-exported."""
+    import keras
+
     from keras_liver import export as export_lib
     from keras_liver import inference, training
     from keras_liver.metrics import report
@@ -121,11 +124,18 @@ def run(config: dict[str, Any], *, data: str | None, out: str, tf_data: str,
     dataset = common.prepare_data(data, config, tf_data=tf_data, workdir=out,
                                   seed=config["seed"],
                                   name=f"phantom-{PAPER}-{config['preset']}", progress=progress)
-    common._log(f"training {config['model']['name']} ({config['preset']} preset) in {out}")
-    result = training.train(config, data=dataset, out_dir=out, seed=config["seed"],
-                            verbose="auto" if progress else 0)
+    if training.is_finished(out, config, data=dataset, seed=config["seed"]):
+        # The same network, recipe and data trained here before: evaluate it, do not retrain.
+        common._log(f"{config['model']['name']}: finished run found in {out}; not retrained")
+        model = keras.models.load_model(os.path.join(out, training.BEST_MODEL), compile=False)
+        epochs = 0
+    else:
+        common._log(f"training {config['model']['name']} ({config['preset']} preset) in {out}")
+        result = training.train(config, data=dataset, out_dir=out, seed=config["seed"],
+                                verbose="auto" if progress else 0)
+        model, epochs = result.model, result.epochs_run
 
-    predictor = inference.Predictor.from_config(result.model, config)
+    predictor = inference.Predictor.from_config(model, config)
     tta = " with test-time flips " + "+".join(predictor.tta) if predictor.tta else ""
     common._log(f"evaluating held-out test cases on their original grids{tta}")
     per_case = common.evaluate_binary(predictor, dataset, split="test", progress=progress)
@@ -133,10 +143,14 @@ def run(config: dict[str, Any], *, data: str | None, out: str, tf_data: str,
     summary = report.summarize(per_case)
     comparison = compare_mean_std(summary, experiment["tables"][TABLE]["rows"][ablation])
     comparison.to_csv(os.path.join(out, "comparison.csv"), index=False)
-    saved = export_lib.export_run(out, model=result.model) if export else None
-    return ExperimentResult(out=out, dataset=dataset, ablation=ablation, model=result.model,
+    saved = None
+    if export:
+        saved = export_lib.default_export_dir(out)
+        if not export_lib.is_exported(out):
+            saved = export_lib.export_run(out, model=model)
+    return ExperimentResult(out=out, dataset=dataset, ablation=ablation, model=model,
                             per_case=per_case, summary=summary, comparison=comparison,
-                            epochs=result.epochs_run, saved_model=saved)
+                            epochs=epochs, saved_model=saved)
 
 
 def parser():

@@ -1,11 +1,12 @@
 """``keras-liver`` command line: one sub-command per stage (nnU-Net style).
 
-    keras-liver phantom  --cases N --out DIR [--layout lits|msd] [--seed S]
+    keras-liver phantom  --cases N --out DIR [--layout lits|msd] [--task liver|hepatic_vessel]
+                         [--seed S]
     keras-liver convert  SRC --out tf_data/NAME [--layout auto|lits|msd|flat] [--split a,b,c]
     keras-liver train    --experiment ra_vnet [--preset demo] --data tf_data/NAME --out RUN
     keras-liver evaluate PRED_DIR REF_DIR [--out DIR]
     keras-liver export   RUN_DIR [--out DIR] [--version N]
-    keras-liver predict  --model RUN_DIR|ra_unet IN.nii.gz [IN2 ...] --out OUT.nii.gz|DIR
+    keras-liver predict  --model RUN_DIR|ra_unet|arunet IN.nii.gz [IN2 ...] --out OUT.nii.gz|DIR
                          [--tta flips|none]
 
 Bad input ends with one line ``keras-liver: error: <file>: <problem>`` and exit status 2.
@@ -30,7 +31,8 @@ def _split(text: str) -> tuple[float, float, float]:
 def _cmd_phantom(args):
     from keras_liver.data.phantom import write_dataset
 
-    pairs = write_dataset(args.out, cases=args.cases, layout=args.layout, seed=args.seed,
+    pairs = write_dataset(args.out, cases=args.cases, layout=args.layout, task=args.task,
+                          seed=args.seed,
                           shape=tuple(args.shape) if args.shape else None,
                           progress=not args.no_progress)
     print(f"wrote {len(pairs)} phantom cases ({args.layout} layout) to {os.path.abspath(args.out)}")
@@ -50,8 +52,10 @@ def _cmd_train(args):
     from keras_liver.experiments import common
 
     experiment = common.load_experiment(args.experiment)
-    if "stages" in experiment["presets"].get(args.preset, {}):
-        return _train_cascade(args, experiment)
+    if args.experiment in MULTI_MODEL_TRAINERS:
+        if args.variant is not None:
+            raise SystemExit(f"keras-liver train: --variant does not apply to {args.experiment}")
+        return MULTI_MODEL_TRAINERS[args.experiment](args, experiment)
     config = common.resolve_config(experiment, args.preset, variant=args.variant,
                                    epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
     result = training.train(config, data=args.data, out_dir=args.out, seed=args.seed)
@@ -63,14 +67,35 @@ def _train_cascade(args, experiment):
     from keras_liver.cascade import write_cascade
     from keras_liver.experiments import ra_unet
 
-    if args.variant is not None:
-        raise SystemExit(f"keras-liver train: --variant does not apply to {args.experiment}")
     config = ra_unet.resolve_config(experiment, args.preset, epochs=args.epochs,
                                     batch_size=args.batch_size, seed=args.seed)
     run_dirs, _ = ra_unet.train_stages(config, args.data, args.out)
     write_cascade(args.out, run_dirs, inference=config.get("cascade"), model=args.experiment)
     print(f"trained the {args.experiment} cascade in {args.out}; predict with "
           f"`keras-liver predict --model {args.out} IN.nii.gz --out OUT.nii.gz`")
+
+
+def _train_linked(args, experiment):
+    """The Attention Residual UNet's two linked models on the converted datasets
+    ``DATA/liver`` and ``DATA/vessel`` (as the experiment writes them), then ``linked.json``."""
+    from keras_liver.experiments import arunet
+
+    config = arunet.resolve_config(experiment, args.preset, epochs=args.epochs,
+                                   batch_size=args.batch_size, seed=args.seed)
+    datasets = {m: os.path.join(args.data, m) for m in arunet.MODELS}
+    missing = [d for d in datasets.values() if not os.path.isfile(os.path.join(d, "manifest.json"))]
+    if missing:
+        raise FileNotFoundError(f"{missing[0]}: no manifest.json; `keras-liver train --experiment "
+                                f"arunet` takes a folder with the converted liver/ and vessel/ "
+                                f"datasets (python -m keras_liver.experiments.arunet writes "
+                                f"them to RUN_DIR/data)")
+    arunet.train_models(config, datasets, args.out)
+    print(f"trained the {args.experiment} liver and vessel models in {args.out}; predict with "
+          f"`keras-liver predict --model {args.out} IN.nii.gz --out OUT.nii.gz`")
+
+
+#: Experiments whose preset trains several linked models (not one run).
+MULTI_MODEL_TRAINERS = {"ra_unet": _train_cascade, "arunet": _train_linked}
 
 
 def _cmd_evaluate(args):
@@ -108,12 +133,14 @@ def resolve_model(model: str) -> str:
 
 def load_predictor(model: str, *, progress: bool = False, tta: str | None = None):
     """A predictor for ``--model``: the RA-UNet cascade for a directory with
-    ``cascade.json``, else the 2-D slice-by-slice predictor of a training run. ``tta``:
+    ``cascade.json``, the Attention Residual UNet's linked liver and vessel models for one with
+    ``linked.json``, else the 2-D slice-by-slice predictor of a training run. ``tta``:
     ``None`` keeps the run's test-time augmentation (``inference.tta`` of its config),
     ``"flips"`` averages the identity, horizontal and vertical flips, ``"none"`` turns it off."""
     from keras_liver.cascade import RAUNetCascade, is_cascade_run
     from keras_liver.errors import ModelInputError
     from keras_liver.inference import TTA_FLIPS, Predictor
+    from keras_liver.linked import LinkedLiverVessel, is_linked_run
 
     run_dir = resolve_model(model)
     if is_cascade_run(run_dir):
@@ -121,6 +148,11 @@ def load_predictor(model: str, *, progress: bool = False, tta: str | None = None
             raise ModelInputError(f"{run_dir}: --tta applies to 2-D runs; the RA-UNet cascade "
                                   f"has no test-time augmentation")
         return RAUNetCascade.from_run(run_dir, progress=progress)
+    if is_linked_run(run_dir):
+        if tta is not None:
+            raise ModelInputError(f"{run_dir}: --tta applies to single 2-D runs; the linked "
+                                  f"liver and vessel models have no test-time augmentation")
+        return LinkedLiverVessel.from_run(run_dir)
     kwargs = {} if tta is None else {"tta": tuple(TTA_FLIPS) if tta == "flips" else ()}
     return Predictor.from_run(run_dir, **kwargs)
 
@@ -155,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cases", type=int, default=10)
     s.add_argument("--out", required=True)
     s.add_argument("--layout", choices=["lits", "msd"], default="lits")
+    s.add_argument("--task", choices=["liver", "hepatic_vessel"], default="liver",
+                   help="MSD task of --layout msd: Task03_Liver (1 liver, 2 tumour) or "
+                        "Task08_HepaticVessel (1 vessel, 2 tumour)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--shape", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
                    help="force the voxel grid (default: random per case)")
@@ -191,10 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--version", type=int, default=None, help="write into OUT/<version> (TF Serving layout)")
 
     s = add("predict", _cmd_predict, "predict label volumes for NIfTI inputs with a trained run "
-            "(RA-UNet: the three-stage cascade, labels 0 background, 1 liver, 2 tumour)")
+            "(RA-UNet: the three-stage cascade, labels 0 background, 1 liver, 2 tumour; "
+            "Attention Residual UNet: the liver then the vessel model, labels 0 background, "
+            "1 liver, 2 liver tumour, 3 vessel)")
     s.add_argument("--model", required=True,
-                   help="run directory (a 2-D training run, or a cascade run with cascade.json), "
-                        "or a paper name such as ra_unet for its default run directory runs/NAME")
+                   help="run directory (a 2-D training run, a cascade run with cascade.json or "
+                        "a linked run with linked.json), or a paper name such as ra_unet or "
+                        "arunet for its default run directory runs/NAME")
     s.add_argument("inputs", nargs="+", help="input NIfTI file(s)")
     s.add_argument("--out", required=True, help="output file (one input) or folder")
     s.add_argument("--tta", choices=["flips", "none"], default=None,

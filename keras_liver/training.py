@@ -177,10 +177,17 @@ def build_loss(spec: dict[str, Any] | str):
     return get_loss(cfg.pop("name"), **cfg)
 
 
-def build_metrics(task: str):
+def build_metrics(data_config: dict[str, Any], class_names: dict | None = None):
+    """Training metrics for a data config: binary ones for a one-channel target, else the
+    multi-class mean foreground Dice/Jaccard over ``num_classes`` plus one Dice per entry of
+    ``class_names`` (``{"1": "liver", "2": "tumour"}`` → ``dice_liver``, ``dice_tumour``)."""
     from keras_liver.metrics.keras_metrics import training_metrics
 
-    return training_metrics(task)
+    task = _task(data_config)
+    if task == "binary":
+        return training_metrics(task)
+    return training_metrics(task, num_classes=int(data_config["num_classes"]),
+                            class_names={int(k): v for k, v in (class_names or {}).items()})
 
 
 def _data_module(data_config: dict[str, Any]):
@@ -293,7 +300,8 @@ def train(config: dict[str, Any], *, data: str, out_dir: str, seed: int | None =
     ``config["training"]`` holds ``loss`` (a loss spec for :func:`keras_liver.losses.get_loss`),
     ``optimizer`` (``{"name": "adam", "learning_rate": 1e-4}``), ``epochs``, ``monitor``
     (default ``val_dice``), ``callbacks`` (``reduce_lr``, ``early_stopping``, ``stop_at_loss``),
-    optional ``precision`` (a Keras dtype policy, e.g. ``mixed_float16``), ``jit_compile`` and
+    optional ``precision`` (a Keras dtype policy, e.g. ``mixed_float16``), ``jit_compile``,
+    ``class_names`` (multi-class targets: one Dice metric per named class) and
     ``batch_norm_momentum`` (see :func:`set_batch_norm_momentum`; default: Keras' 0.99).
     ``config["data"]`` is the pipeline config (:mod:`keras_liver.data.pipeline`), its
     ``batch_size`` the global batch. Re-running with the same ``out_dir`` resumes an
@@ -328,7 +336,7 @@ def train(config: dict[str, Any], *, data: str, out_dir: str, seed: int | None =
             model.compile(
                 optimizer=build_optimizer(training.get("optimizer", {"name": "adam"})),
                 loss=build_loss(training["loss"]),
-                metrics=build_metrics(_task(data_config)),
+                metrics=build_metrics(data_config, training.get("class_names")),
                 jit_compile=bool(training.get("jit_compile", False)),
             )
             # Create the optimizer's slot variables now: left to the first step, they are

@@ -262,6 +262,37 @@ def test_write_dataset_msd_layout(tmp_path):
     assert not [n for n in os.listdir(out) if n.startswith(".")]
 
 
+def test_write_dataset_hepatic_vessel_task(tmp_path):
+    """Task08_HepaticVessel layout: 1 = the hepatic/portal vein voxels, 2 = tumour (winning
+    where both hold), everything else, liver parenchyma included, background."""
+    from keras_liver.data.datasets import discover
+
+    out = tmp_path / "Task08_HepaticVessel"
+    pairs = P.write_dataset(str(out), cases=2, layout="msd", task="hepatic_vessel", seed=1,
+                            shape=TINY, progress=False)
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["name"] == "HepaticVessel"
+    assert meta["labels"] == {"0": "background", "1": "Vessel", "2": "Tumour"}
+    assert [e["label"] for e in meta["training"]] == [f"./labelsTr/hepaticvessel_{i}.nii.gz"
+                                                      for i in range(2)]
+    found = discover(str(out))
+    assert found.layout == "msd" and [c.case_id for c in found.cases] == [
+        "hepaticvessel_0", "hepaticvessel_1"]
+    assert found.labels == {0: "background", 1: "Vessel", 2: "Tumour"}
+    for i, (_, lab_path) in enumerate(pairs):
+        case = P.generate_case(P.case_seed(1, i), shape=TINY)
+        label = read_volume(lab_path).data
+        vessels = case.vessels.astype(bool)
+        assert vessels.any() and vessels.sum() < 0.05 * vessels.size
+        np.testing.assert_array_equal(label == 1, vessels & (case.label != 2))
+        np.testing.assert_array_equal(label == 2, case.label == 2)
+        assert set(np.unique(label)) <= {0, 1, 2}
+    with pytest.raises(ValueError, match="LiTS layout holds the liver task only"):
+        P.write_dataset(str(tmp_path / "x"), cases=1, layout="lits", task="hepatic_vessel")
+    with pytest.raises(ValueError, match="unknown phantom task"):
+        P.write_dataset(str(tmp_path / "y"), cases=1, layout="msd", task="spleen")
+
+
 def test_write_dataset_seeds_differ_per_case_and_bad_layout(tmp_path):
     assert len({P.case_seed(0, i) for i in range(50)}) == 50
     assert P.case_seed(0, 1) != P.case_seed(1, 0)

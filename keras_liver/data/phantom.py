@@ -74,7 +74,7 @@ from keras_liver.data.volumes import write_volume
 
 __all__ = [
     "Tissue", "Anatomy", "PhantomCase", "COUINAUD_NAMES", "build_anatomy", "ct_intensities",
-    "generate_case", "case_seed", "write_dataset",
+    "generate_case", "case_seed", "write_dataset", "MSD_TASKS", "task_label",
 ]
 
 #: Couinaud code -> name (``couinaud`` array values; 0 is outside the liver).
@@ -891,13 +891,44 @@ def case_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
 
 
+#: MSD tasks the phantom writes (``write_dataset(layout="msd", task=...)``): file stem, the
+#: task's ``dataset.json`` name and labels. Task03_Liver labels liver and tumour; Task08_
+#: HepaticVessel labels the hepatic and portal veins and the tumours (MSD's own label names).
+MSD_TASKS = {
+    "liver": {"stem": "liver", "name": "Liver", "task": "Task03_Liver",
+              "labels": {"0": "background", "1": "liver", "2": "cancer"}},
+    "hepatic_vessel": {"stem": "hepaticvessel", "name": "HepaticVessel",
+                       "task": "Task08_HepaticVessel",
+                       "labels": {"0": "background", "1": "Vessel", "2": "Tumour"}},
+}
+
+
+def task_label(case: PhantomCase, task: str = "liver") -> np.ndarray:
+    """The label map of ``case`` for an MSD ``task`` (uint8): ``"liver"`` is the LiTS/Task03
+    map (1 liver, 2 tumour); ``"hepatic_vessel"`` the Task08 map: 1 = hepatic or portal vein
+    voxel (``case.vessels``), 2 = tumour (tumour wins where both hold), 0 elsewhere,
+    liver parenchyma included."""
+    if task not in MSD_TASKS:
+        raise ValueError(f"unknown phantom task {task!r}; expected one of {sorted(MSD_TASKS)}")
+    if task == "liver":
+        return case.label
+    label = np.zeros(case.label.shape, np.uint8)
+    label[np.asarray(case.vessels, dtype=bool)] = 1
+    label[case.label == 2] = 2
+    return label
+
+
 def write_dataset(out_dir, cases: int = 10, *, layout: str = "lits", seed: int = 0,
-                  shape=None, progress: bool = True) -> list[tuple[str, str]]:
+                  shape=None, task: str = "liver", progress: bool = True
+                  ) -> list[tuple[str, str]]:
     """Write ``cases`` phantom cases under ``out_dir``; returns ``(image_path, label_path)`` pairs.
 
     Case ``i`` uses ``generate_case(case_seed(seed, i), shape=shape)``. Layouts:
-    ``"lits"``: ``volume-{i}.nii.gz`` / ``segmentation-{i}.nii.gz``; ``"msd"``: Task03_Liver
-    style ``dataset.json``, ``imagesTr/liver_{i}.nii.gz``, ``labelsTr/liver_{i}.nii.gz``.
+    ``"lits"``: ``volume-{i}.nii.gz`` / ``segmentation-{i}.nii.gz``; ``"msd"``: the Medical
+    Segmentation Decathlon layout of ``task`` (:data:`MSD_TASKS`): ``dataset.json``,
+    ``imagesTr/{stem}_{i}.nii.gz``, ``labelsTr/{stem}_{i}.nii.gz`` — ``"liver"`` as
+    Task03_Liver (``liver_{i}``: 1 liver, 2 tumour), ``"hepatic_vessel"`` as
+    Task08_HepaticVessel (``hepaticvessel_{i}``: 1 vessel, 2 tumour; :func:`task_label`).
     Images are int16 HU, labels uint8, both with the same affine. Files are written atomically.
 
     Idempotent to the byte: nibabel (>= 3) writes gzip streams with mtime 0 and no file name,
@@ -906,15 +937,23 @@ def write_dataset(out_dir, cases: int = 10, *, layout: str = "lits", seed: int =
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown phantom layout {layout!r}; expected one of {LAYOUTS}")
+    if task not in MSD_TASKS:
+        raise ValueError(f"unknown phantom task {task!r}; expected one of {sorted(MSD_TASKS)}")
+    if layout == "lits" and task != "liver":
+        raise ValueError(f"the LiTS layout holds the liver task only; write task {task!r} "
+                         "with layout='msd'")
     if int(cases) != cases or cases < 0:
         raise ValueError(f"cases must be a non-negative integer; received cases={cases!r}")
     cases = int(cases)
     out_dir = str(out_dir)
     os.makedirs(out_dir, exist_ok=True)
+    msd = MSD_TASKS[task]
     if layout == "lits":
         names = [(f"volume-{i}.nii.gz", f"segmentation-{i}.nii.gz", f"volume-{i}") for i in range(cases)]
     else:
-        names = [(f"imagesTr/liver_{i}.nii.gz", f"labelsTr/liver_{i}.nii.gz", f"liver_{i}") for i in range(cases)]
+        stem = msd["stem"]
+        names = [(f"imagesTr/{stem}_{i}.nii.gz", f"labelsTr/{stem}_{i}.nii.gz", f"{stem}_{i}")
+                 for i in range(cases)]
     iterator = range(cases)
     if progress:
         from tqdm import tqdm
@@ -927,18 +966,18 @@ def write_dataset(out_dir, cases: int = 10, *, layout: str = "lits", seed: int =
         img_path = os.path.join(out_dir, img_name)
         lab_path = os.path.join(out_dir, lab_name)
         write_volume(img_path, np.rint(case.image).astype(np.int16), case.affine)
-        write_volume(lab_path, case.label, case.affine, dtype=np.uint8)
+        write_volume(lab_path, task_label(case, task), case.affine, dtype=np.uint8)
         pairs.append((img_path, lab_path))
     if layout == "msd":
         meta = {
-            "name": "Liver",
-            "description": "Synthetic abdominal CT phantom (keras-liver), Task03_Liver layout",
+            "name": msd["name"],
+            "description": f"Synthetic abdominal CT phantom (keras-liver), {msd['task']} layout",
             "reference": "keras_liver.data.phantom",
             "licence": "CC-0",
             "release": "1.0",
             "tensorImageSize": "3D",
             "modality": {"0": "CT"},
-            "labels": {"0": "background", "1": "liver", "2": "cancer"},
+            "labels": dict(msd["labels"]),
             "numTraining": cases,
             "numTest": 0,
             "training": [{"image": f"./{n[0]}", "label": f"./{n[1]}"} for n in names],

@@ -61,24 +61,87 @@ def write_fold_manifest(manifest_root: str, out_dir: str, *, fold: int, k: int,
     (they describe the original split); ``fold`` records ``{"index", "k", "seed", "source"}``.
     """
     manifest = schema.load_manifest(manifest_root)
+    return write_split_manifest(
+        manifest, out_dir, fold_split(manifest, fold, k, seed), key="fold",
+        provenance={"index": int(fold), "k": int(k), "seed": int(seed)})
+
+
+def write_split_manifest(manifest: dict, out_dir: str, split: dict[str, list[str]], *,
+                         key: str, provenance: dict) -> str:
+    """Write ``manifest`` (as :func:`schema.load_manifest` returns it) with another ``split``
+    as ``out_dir/manifest.json``; return ``out_dir``.
+
+    Only the cases named in ``split`` are kept; shard paths become absolute (the shards stay
+    where they are); ``counts`` are dropped (they describe the original split); the manifest
+    gets ``key`` = ``provenance`` plus ``"source"`` (the original dataset folder).
+    """
+    manifest = dict(manifest)
     root = manifest.pop("root")
-    fold_manifest = dict(manifest)
-    fold_manifest["split"] = fold_split(manifest, fold, k, seed)
-    fold_manifest.pop("counts", None)
-    fold_manifest["fold"] = {"index": int(fold), "k": int(k), "seed": int(seed), "source": root}
+    named = {c for ids in split.values() for c in ids}
+    unknown = sorted(named - {c["id"] for c in manifest["cases"]})
+    if unknown:
+        raise ValueError(f"{root}: split names cases the dataset does not have: {unknown}")
+    manifest["split"] = {s: list(ids) for s, ids in split.items()}
+    manifest.pop("counts", None)
+    manifest[key] = {**provenance, "source": root}
     cases = []
     for case in manifest["cases"]:
+        if case["id"] not in named:
+            continue
         case = dict(case)
-        for key in ("slices", "volume"):
-            if case.get(key):
-                case[key] = os.path.join(root, case[key])
+        for field in ("slices", "volume"):
+            if case.get(field):
+                case[field] = os.path.join(root, case[field])
         cases.append(case)
-    fold_manifest["cases"] = cases
+    manifest["cases"] = cases
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, schema.MANIFEST)
     tmp = path + ".partial"
     with open(tmp, "w") as f:
-        json.dump(fold_manifest, f, indent=2)
+        json.dump(manifest, f, indent=2)
         f.write("\n")
     os.replace(tmp, path)
     return out_dir
+
+
+# --------------------------------------------------------------------------- hold-out splits
+
+def select_cases(manifest: dict, *, max_slices: int | None = None) -> list[str]:
+    """Ids of the cases (manifest order) with fewer than ``max_slices`` axial slices
+    (``None``: all). The Attention Residual UNet paper keeps liver volumes under 300 slices and
+    hepatic-vessel volumes under 80 (§IV, Figs. 4-5)."""
+    ids = [c["id"] for c in manifest["cases"]]
+    if max_slices is None:
+        return ids
+    return [c["id"] for c in manifest["cases"] if int(c["shape"][2]) < int(max_slices)]
+
+
+def holdout_split(case_ids: Sequence[str], *, val: float, test: float = 0.0,
+                  seed: int = 42) -> dict[str, list[str]]:
+    """Train/val(/test) split by case with scikit-learn's ``train_test_split``
+    (``random_state=seed``), each split listed in the input order.
+
+    ``test`` cases are drawn first (when ``test > 0``), then ``val`` of the remaining ones.
+    scikit-learn rounds the held-out part up (``ceil(n · fraction)``), which is what gives the
+    Attention Residual UNet paper's 43/11 liver and 172/44 vessel splits of 54 and 216 cases.
+    """
+    from sklearn.model_selection import train_test_split
+
+    case_ids = [str(c) for c in case_ids]
+    if len(set(case_ids)) != len(case_ids):
+        raise ValueError("holdout_split: case ids must be unique")
+    for name, fraction in (("val", val), ("test", test)):
+        if not 0.0 <= float(fraction) < 1.0:
+            raise ValueError(f"holdout_split: {name} must be in [0, 1), received {fraction}")
+    rest, held_test = case_ids, []
+    if test > 0:
+        rest, held_test = train_test_split(case_ids, test_size=float(test), random_state=int(seed))
+    held_val = []
+    if val > 0:
+        if len(rest) < 2:
+            raise ValueError(f"holdout_split: {len(case_ids)} cases cannot give train, val"
+                             f"{' and test' if test > 0 else ''} cases")
+        rest, held_val = train_test_split(rest, test_size=float(val), random_state=int(seed))
+    order = {c: i for i, c in enumerate(case_ids)}
+    return {name: sorted(ids, key=order.__getitem__)
+            for name, ids in (("train", rest), ("val", held_val), ("test", held_test))}

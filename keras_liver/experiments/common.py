@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -97,8 +98,10 @@ def prepare_data(data: str | None, config: dict[str, Any], *, tf_data: str, work
     """Return a converted dataset folder (with ``manifest.json``) for ``data``.
 
     ``data`` may be a converted dataset (used as is), a NIfTI dataset (LiTS, MSD or flat
-    layout; converted into ``tf_data/<folder name>``), or ``None``: the phantom of the preset is
-    generated under ``workdir/phantom`` and converted into ``tf_data/<name>``. Conversion is
+    layout; converted into ``tf_data/<folder name>``), or ``None``: the phantom of the preset
+    (``config["phantom"]``: ``cases``, ``seed``, optional ``shape``, ``layout`` and MSD
+    ``task`` of :func:`keras_liver.data.phantom.write_dataset`, ``folder`` under ``workdir``,
+    default ``phantom``) is generated and converted into ``tf_data/<name>``. Conversion is
     resumable and skips cases already converted, so re-running costs nothing.
     """
     from keras_liver.data import phantom
@@ -113,15 +116,102 @@ def prepare_data(data: str | None, config: dict[str, Any], *, tf_data: str, work
         convert(data, out, seed=seed, split=split, progress=progress)
         return out
     spec = config.get("phantom", {"cases": 20, "seed": 0})
-    src = os.path.join(workdir, "phantom")
+    src = os.path.join(workdir, spec.get("folder", "phantom"))
     _log(f"generating {spec['cases']} phantom cases in {src}")
-    phantom.write_dataset(src, cases=int(spec["cases"]), layout="lits", seed=int(spec.get("seed", 0)),
+    phantom.write_dataset(src, cases=int(spec["cases"]), layout=spec.get("layout", "lits"),
+                          task=spec.get("task", "liver"), seed=int(spec.get("seed", 0)),
                           shape=tuple(spec["shape"]) if spec.get("shape") else None,
                           progress=progress)
     out = os.path.join(tf_data, name)
     _log(f"converting to TFRecords in {out}")
     convert(src, out, seed=seed, split=split, overwrite=True, progress=progress)
     return out
+
+
+# --------------------------------------------------------------------------- training jobs
+
+@dataclass
+class TrainingJob:
+    """One training run to do: ``what`` (for the log), its config, dataset and run directory;
+    ``train`` and ``export`` say which of the two it needs."""
+
+    what: str
+    config: dict[str, Any]
+    data: str
+    run_dir: str
+    train: bool = True
+    export: bool = False
+
+    def doing(self) -> str:
+        return " and ".join(w for w, on in (("training", self.train), ("exporting", self.export))
+                            if on)
+
+
+def _training_job(cfg: dict[str, Any], data: str, run_dir: str, verbose, train: bool = True,
+                  export: bool = False) -> int:
+    """One run in its own process (see :func:`run_training_jobs`): train it, export it, or
+    both; returns the epochs run. Exporting in the job that trained the model uses the model
+    in memory (no reload) and runs beside the other jobs instead of after them."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Several trainings may share one GPU: let each take memory as it needs it.
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    from keras_liver import export as export_lib
+    from keras_liver import training
+
+    epochs, model = 0, None
+    if train:
+        result = training.train(cfg, data=data, out_dir=run_dir, verbose=verbose)
+        epochs, model = result.epochs_run, result.model
+    if export:
+        export_lib.export_run(run_dir, model=model)
+    return epochs
+
+
+def run_training_jobs(pending: list[TrainingJob], *, jobs: int = 1,
+                      verbose: int | str = "auto") -> list[int]:
+    """Do the ``pending`` runs, ``jobs`` at a time; returns the epochs each ran.
+
+    With ``jobs`` > 1 each run gets its own process (a fresh TensorFlow, ``spawn``): on a CPU
+    this pays when one training keeps about one core busy (a deep network of small tensors,
+    or two small models on two cores); several jobs on one GPU share its memory
+    (``TF_FORCE_GPU_ALLOW_GROWTH``). Parallel jobs print no Keras progress bars. A failed run
+    cancels the others and raises ``RuntimeError`` naming it.
+    """
+    if int(jobs) < 1:
+        raise ValueError(f"jobs must be >= 1, received {jobs}")
+    if jobs == 1 or len(pending) <= 1:
+        done = []
+        for job in pending:
+            _log(f"{job.doing()} the {job.what} in {job.run_dir}")
+            done.append(_training_job(job.config, job.data, job.run_dir, verbose, job.train,
+                                      job.export))
+        return done
+
+    import concurrent.futures
+    import multiprocessing
+
+    workers = min(int(jobs), len(pending))
+    _log(f"{len(pending)} runs to do, {workers} at a time (one process each)")
+    done = [0] * len(pending)
+    context = multiprocessing.get_context("spawn")   # a fresh TensorFlow per process
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = {}
+        for i, job in enumerate(pending):
+            future = pool.submit(_training_job, job.config, job.data, job.run_dir, 0, job.train,
+                                 job.export)
+            futures[future] = i
+            _log(f"queued {job.doing()} the {job.what} in {job.run_dir}")
+        for future in concurrent.futures.as_completed(futures):
+            job = pending[futures[future]]
+            try:
+                done[futures[future]] = future.result()
+            except Exception as err:
+                for other in futures:
+                    other.cancel()
+                raise RuntimeError(f"{job.doing()} the {job.what} in {job.run_dir} failed: "
+                                   f"{err}") from err
+            _log(f"finished {job.doing()} the {job.what} ({done[futures[future]]} epochs)")
+    return done
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -142,6 +232,23 @@ def iter_volumes(manifest_root: str, split: str = "test"):
             yield case_id, ex["image"], ex["label"], tuple(ex["spacing"])
 
 
+def evaluate(predictor, manifest_root: str, score, *, split: str = "test",
+             progress: bool = True):
+    """One row per case of a split: ``{"case": id, **score(prediction, label, spacing)}``,
+    where ``prediction`` is ``predictor.predict(image)[1]`` on the case's original grid.
+    Returns a DataFrame."""
+    import pandas as pd
+    from tqdm import tqdm
+
+    rows = []
+    cases = list(iter_volumes(manifest_root, split))
+    for case_id, image, label, spacing in tqdm(cases, desc=f"evaluate {split}", disable=not progress,
+                                               file=sys.stderr):
+        _, pred = predictor.predict(image)
+        rows.append({"case": case_id, **score(pred, label, spacing)})
+    return pd.DataFrame(rows)
+
+
 def evaluate_binary(predictor, manifest_root: str, *, split: str = "test", foreground=(1, 2),
                     progress: bool = True):
     """Per-case LiTS scores and classification metrics of a binary model on a split.
@@ -149,22 +256,13 @@ def evaluate_binary(predictor, manifest_root: str, *, split: str = "test", foreg
     ``foreground`` lists the label values of the target (liver = liver + tumour in LiTS).
     Returns a DataFrame with one row per case.
     """
-    import pandas as pd
-    from tqdm import tqdm
-
     from keras_liver.metrics import classification, lits_scores
 
-    rows = []
-    cases = list(iter_volumes(manifest_root, split))
-    for case_id, image, label, spacing in tqdm(cases, desc=f"evaluate {split}", disable=not progress,
-                                               file=sys.stderr):
-        _, pred = predictor.predict(image)
+    def score(pred, label, spacing):
         ref = np.isin(label, foreground)
-        row = {"case": case_id}
-        row.update(lits_scores(pred, ref, spacing=spacing))
-        row.update(classification.binary_scores(pred, ref))
-        rows.append(row)
-    return pd.DataFrame(rows)
+        return {**lits_scores(pred, ref, spacing=spacing), **classification.binary_scores(pred, ref)}
+
+    return evaluate(predictor, manifest_root, score, split=split, progress=progress)
 
 
 def paper_row(experiment: dict[str, Any], table: str, row: str) -> dict[str, float]:

@@ -111,26 +111,6 @@ class ExperimentResult:
     cascade: Any = None                  # the RAUNetCascade that scored the test set
 
 
-def _stage_job(cfg: dict[str, Any], data: str, run_dir: str, verbose, train: bool = True,
-               export: bool = False) -> int:
-    """One stage (or fold) in its own process (see :func:`train_stages`): train it, export it,
-    or both; returns the epochs run. Exporting in the job that trained the model uses the
-    model in memory (no reload) and runs beside the other jobs instead of after them."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # Several trainings may share one GPU: let each take memory as it needs it.
-    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
-    from keras_liver import export as export_lib
-    from keras_liver import training
-
-    epochs, model = 0, None
-    if train:
-        result = training.train(cfg, data=data, out_dir=run_dir, verbose=verbose)
-        epochs, model = result.epochs_run, result.model
-    if export:
-        export_lib.export_run(run_dir, model=model)
-    return epochs
-
-
 def train_stages(config: dict[str, Any], data: str, out: str, *, verbose: int | str = "auto",
                  stages=STAGES, jobs: int | None = None, export: bool = False
                  ) -> tuple[dict[str, list[str]], dict[str, list[int]]]:
@@ -140,9 +120,8 @@ def train_stages(config: dict[str, Any], data: str, out: str, *, verbose: int | 
     The stages are independent during training (each learns from the reference labels: the
     3-D stages crop the reference liver box, not the localiser's), and so are the folds, so
     ``jobs`` > 1 (default: the config's ``jobs``, else 1) trains that many at once, each in
-    its own process. On a CPU this pays because a 641-layer network with small tensors keeps
-    about one core busy (measured: 106 % CPU on 2 cores); several jobs on one GPU share its
-    memory (``TF_FORCE_GPU_ALLOW_GROWTH``). Parallel jobs print no Keras progress bars.
+    its own process (:func:`common.run_training_jobs`). On a CPU this pays because a 641-layer
+    network with small tensors keeps about one core busy (measured: 106 % CPU on 2 cores).
     A finished run of the same configuration is not retrained, and not re-exported when its
     SavedModel is newer than its best model.
 
@@ -176,37 +155,12 @@ def train_stages(config: dict[str, Any], data: str, out: str, *, verbose: int | 
             if train or needs_export:
                 pending.append((stage, i, what, cfg, fold_data, run_dir, train, needs_export))
 
-    def doing(train, needs_export):
-        return " and ".join(w for w, on in (("training", train), ("exporting", needs_export))
-                            if on)
-
-    if jobs == 1 or len(pending) <= 1:
-        for stage, i, what, cfg, fold_data, run_dir, train, needs_export in pending:
-            common._log(f"{doing(train, needs_export)} the {what} in {run_dir}")
-            epochs[stage][i] = _stage_job(cfg, fold_data, run_dir, verbose, train, needs_export)
-        return run_dirs, epochs
-
-    import concurrent.futures
-    import multiprocessing
-
-    workers = min(jobs, len(pending))
-    common._log(f"{len(pending)} stage runs to do, {workers} at a time (one process each)")
-    context = multiprocessing.get_context("spawn")   # a fresh TensorFlow per process
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = {}
-        for stage, i, what, cfg, fold_data, run_dir, train, needs_export in pending:
-            future = pool.submit(_stage_job, cfg, fold_data, run_dir, 0, train, needs_export)
-            futures[future] = (stage, i, what, run_dir, doing(train, needs_export))
-            common._log(f"queued {futures[future][-1]} the {what} in {run_dir}")
-        for future in concurrent.futures.as_completed(futures):
-            stage, i, what, run_dir, task = futures[future]
-            try:
-                epochs[stage][i] = future.result()
-            except Exception as err:
-                for other in futures:
-                    other.cancel()
-                raise RuntimeError(f"{task} the {what} in {run_dir} failed: {err}") from err
-            common._log(f"finished {task} the {what} ({epochs[stage][i]} epochs)")
+    done = common.run_training_jobs(
+        [common.TrainingJob(what, cfg, fold_data, run_dir, train, needs_export)
+         for _, _, what, cfg, fold_data, run_dir, train, needs_export in pending],
+        jobs=jobs, verbose=verbose)
+    for (stage, i, *_), n in zip(pending, done):
+        epochs[stage][i] = n
     return run_dirs, epochs
 
 

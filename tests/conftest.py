@@ -16,7 +16,7 @@ TINY_SHAPE = (96, 96, 20)
 #: workers (``--dist loadgroup``); every test that uses one of these fixtures is put in the
 #: fixture's group, so each experiment is trained once, on one worker, while the other worker
 #: runs the rest of the suite.
-TRAINING_FIXTURES = ("tiny_run", "ra_unet_run")
+TRAINING_FIXTURES = ("tiny_run", "ra_unet_run", "arunet_run")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -94,6 +94,28 @@ def ra_unet_run(tiny_dataset, tmp_path_factory):
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = ra_unet.main(["--preset", "tiny", "--data", tiny_dataset, "--out", run_dir,
                              "--tf-data", str(root / "tf_data"), "--no-progress"])
+    assert code == 0, err.getvalue()[-3000:]
+    return run_dir, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="session")
+def arunet_run(tmp_path_factory):
+    """``python -m keras_liver.experiments.arunet --preset tiny`` run once per session (its own
+    phantoms of both MSD tasks, both models, scores, exports, linked.json).
+
+    Returns ``(run_dir, stdout, stderr)``.
+    """
+    import contextlib
+    import io
+
+    from keras_liver.experiments import arunet
+
+    root = tmp_path_factory.mktemp("arunet_run")
+    run_dir = str(root / "run")
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = arunet.main(["--preset", "tiny", "--out", run_dir, "--tf-data",
+                            str(root / "tf_data"), "--no-progress"])
     assert code == 0, err.getvalue()[-3000:]
     return run_dir, out.getvalue(), err.getvalue()
 

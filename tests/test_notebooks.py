@@ -166,3 +166,64 @@ def test_msa_unet_notebook_runs_the_ablation_table_at_the_tiny_preset(tiny_datas
     ref, got = nib.load(src), nib.load(pred)
     assert got.shape == ref.shape
     assert (got.affine == ref.affine).all()
+
+
+@pytest.mark.slow
+def test_arunet_notebook_runs_at_the_tiny_preset(arunet_run, tmp_path):
+    """The notebook on the session's finished tiny Attention Residual UNet run: both models
+    reused (nothing retrained, nothing re-exported), the command line's per-class Dice printed
+    again, the published parameter counts, the figures and the SavedModel check."""
+    import glob
+
+    import pandas as pd
+
+    run_dir, _, _ = arunet_run
+    tf_data = os.path.join(os.path.dirname(run_dir), "tf_data")
+    artefacts = [p for pattern in ("model.keras", "history.csv", "saved_model.pb")
+                 for p in glob.glob(os.path.join(run_dir, "**", pattern), recursive=True)]
+    assert len(artefacts) == 6, artefacts  # two models: best model, history, SavedModel each
+    before = {p: os.stat(p).st_mtime_ns for p in artefacts}
+    # the command line's scores, read before the notebook re-evaluates (and rewrites) them
+    metrics = {m: pd.read_csv(os.path.join(run_dir, m, "metrics.csv")).set_index("case")
+               for m in ("liver", "vessel")}
+
+    nb = nbformat.read(os.path.join(REPO, "notebooks", "arunet.ipynb"), as_version=4)
+    nb = _with_parameters(nb, DATA=None, PRESET="tiny", LOSS=None, OUT=run_dir,
+                          TF_DATA=tf_data, SEED=0)
+    client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    try:
+        client.execute()  # raises CellExecutionError naming the cell on any failure
+    finally:
+        nbformat.write(nb, str(tmp_path / "arunet.ipynb"))  # the executed notebook, to read
+
+    # neither model retrained, neither SavedModel re-exported
+    assert {p: os.stat(p).st_mtime_ns for p in artefacts} == before
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    text = "\n".join(_text(c) for c in code)
+    assert text.count("finished run found, not retrained") == 2, text[-2000:]
+
+    # the published networks, counted by the notebook, with their gate levels
+    assert "liver model (f = 8): 515,812 trainable parameters" in text
+    assert "vessel model (f = 16): 2,055,356 trainable parameters" in text
+    assert text.count("attention gates on decoder levels 2, 3, 4") == 2
+
+    # the per-class Dice of each model on its held-out cases: the command line's metrics.csv
+    for model, classes in (("liver", ("liver", "tumour")), ("vessel", ("vessel", "tumour"))):
+        frame = metrics[model]
+        n = len(frame.drop(index=["mean", "std", "global"]))
+        for cls in classes:
+            expected = f"{model} model: {cls} Dice {frame.loc['mean', f'{cls}_dice']:.4f} per case " \
+                       f"over {n} test cases"
+            assert expected in text, (expected, text[-3000:])
+
+    # the linked prediction names all four labels
+    for label in ("label 0 background", "label 1 liver", "label 2 liver tumour",
+                  "label 3 vessel"):
+        assert label + ":" in text, label
+
+    figures = [c for c in code if any("image/png" in o.get("data", {})
+                                      for o in _outputs(c, ("display_data",)))]
+    assert len(figures) >= 4, "expected the data, the curves, Figs. 7-8 and the linked output"
+    diff = float(re.search(r"max \|SavedModel − Keras\| probability: (\S+)", text).group(1))
+    assert diff < 1e-4

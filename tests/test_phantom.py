@@ -298,3 +298,200 @@ def test_write_dataset_seeds_differ_per_case_and_bad_layout(tmp_path):
     assert P.case_seed(0, 1) != P.case_seed(1, 0)
     with pytest.raises(ValueError, match="layout"):
         P.write_dataset(str(tmp_path), cases=1, layout="nnunet", progress=False)
+
+
+# --------------------------------------------------------------------------- MRI-like variant (BADA)
+
+MRI_SEEDS = (0, 2, 3, 5)  # TINY cases; 2, 3 and 5 hold tumours
+
+
+@pytest.fixture(scope="module")
+def mri_tiny():
+    return {s: P.generate_mri_case(s, shape=TINY) for s in MRI_SEEDS}
+
+
+@pytest.fixture(scope="module")
+def mri_default():
+    return P.generate_mri_case(DEFAULT_SEEDS[0])
+
+
+def test_mri_same_anatomy_as_ct_and_deterministic(mri_tiny):
+    mri, again = mri_tiny[3], P.generate_mri_case(3, shape=TINY)
+    ct = P.generate_case(3, shape=TINY)
+    for name in ("image", "label", "couinaud", "vessels", "tissue", "affine"):
+        np.testing.assert_array_equal(getattr(mri, name), getattr(again, name), err_msg=name)
+    for name in ("label", "couinaud", "vessels", "tissue", "affine"):
+        np.testing.assert_array_equal(getattr(mri, name), getattr(ct, name), err_msg=name)
+    assert mri.spacing == ct.spacing and mri.image.shape == ct.image.shape
+    assert mri.modality == "mri" and ct.modality == "ct" and mri.case_id == "phantom-mri-3"
+    assert not np.array_equal(mri.image, ct.image)
+    assert not np.array_equal(mri.image, mri_tiny[2].image)
+    # the renderer alone, on the anatomy, gives the same image
+    np.testing.assert_array_equal(P.mri_intensities(P.build_anatomy(3, shape=TINY), 3), mri.image)
+
+
+def test_mri_default_case_anatomy_and_couinaud_map(default_cases, mri_default):
+    ct = default_cases[0]
+    for name in ("label", "couinaud", "vessels", "tissue", "affine"):
+        np.testing.assert_array_equal(getattr(mri_default, name), getattr(ct, name), err_msg=name)
+    img = mri_default.image
+    assert img.dtype == np.float32 and img.shape == ct.image.shape and np.isfinite(img).all()
+    seg = P.couinaud_label(mri_default)
+    assert seg.dtype == np.uint8 and seg.shape == img.shape
+    counts = np.bincount(seg.ravel(), minlength=10)
+    assert counts.size == 10 and (counts[1:] > 0).all(), counts
+    # only (and every) liver voxel is labelled, tumours and intrahepatic vessels included
+    liver = mri_default.label > 0
+    np.testing.assert_array_equal(seg > 0, liver)
+    np.testing.assert_array_equal(seg[liver], ct.couinaud[liver])
+    assert (mri_default.label == 2).any() and (seg[mri_default.label == 2] > 0).all()
+    assert (seg[(mri_default.vessels > 0) & liver] > 0).all()
+    assert (seg[mri_default.tissue == Tissue.IVC] == 0).all()
+    np.testing.assert_array_equal(P.task_label(mri_default, "couinaud"), seg)
+
+
+def test_mri_intensities_per_tissue(mri_tiny, mri_default):
+    cases = list(mri_tiny.values()) + [mri_default]
+    n_tumour_cases = 0
+    for case in cases:
+        t, img = case.tissue, case.image
+        # a magnitude image on an arbitrary positive scale: nothing HU-like below zero
+        assert img.dtype == np.float32 and img.min() >= 0.0
+        liver = _median(case, t == Tissue.LIVER)
+        assert 250.0 <= liver <= 750.0, liver
+        # air, lung and cortical bone near zero, but the air is noise, not exactly 0
+        air = img[t == Tissue.AIR]
+        assert 0.0 < air.mean() < 0.1 * liver and (air > 0).mean() > 0.99
+        assert _median(case, t == Tissue.LUNG) < 0.2 * liver
+        assert _median(case, t == Tissue.BONE_CORTICAL) < 0.3 * liver
+        vessels = (case.vessels > 0) & (case.label > 0)
+        assert _median(case, vessels) > 1.15 * liver
+        assert _median(case, t == Tissue.FAT) > 0.7 * liver
+        assert _median(case, t == Tissue.MUSCLE) < 0.8 * liver
+        assert _median(case, t == Tissue.KIDNEY_CORTEX) > liver
+        assert abs(_median(case, t == Tissue.SPLEEN) - liver) < 0.35 * liver
+        if (case.label == 2).any():
+            n_tumour_cases += 1
+            assert _median(case, case.label == 2) < 0.8 * liver
+    assert n_tumour_cases >= 4
+
+
+def test_mri_noise_is_rician(mri_tiny):
+    """Far from the body the signal is 0, so the voxels are Rayleigh distributed: the
+    magnitude of complex Gaussian noise (coefficient of variation sqrt(4/pi - 1) = 0.523;
+    a half-normal, |real noise|, would give 0.756)."""
+    from scipy import ndimage
+
+    for case in mri_tiny.values():
+        far = ndimage.binary_erosion(case.tissue == Tissue.AIR, iterations=4)
+        air = case.image[far]
+        assert air.size > 10_000
+        assert abs(air.std() / air.mean() - np.sqrt(4 / np.pi - 1)) < 0.03
+
+
+def test_mri_bias_field(mri_tiny):
+    for seed, case in mri_tiny.items():
+        anatomy = P.build_anatomy(seed, shape=TINY)
+        field = P.mri_bias_field(anatomy, seed)
+        assert field.dtype == np.float32 and field.shape == case.image.shape
+        np.testing.assert_array_equal(field, P.mri_bias_field(anatomy, seed))
+        body = field[anatomy.tissue != Tissue.AIR]
+        assert 0.69 <= body.min() and body.max() <= 1.31
+        assert abs(body.mean() - 1.0) < 1e-3 and np.abs(body - 1.0).max() >= 0.149
+        # low frequency: under 1 % per mm along every axis
+        for axis in range(3):
+            assert np.abs(np.diff(field, axis=axis)).max() / case.spacing[axis] < 0.01
+        # the field shows in the image: the liver's halves (split along some axis) differ in
+        # mean intensity, and dividing the field out makes them more alike
+        liver = np.nonzero(anatomy.tissue == Tissue.LIVER)
+        raw, flat = case.image[liver], (case.image / field)[liver]
+
+        def spread(values):
+            return max(abs(values[ax < np.median(ax)].mean() / values[ax >= np.median(ax)].mean() - 1.0)
+                       for ax in liver)
+
+        assert spread(raw) > 0.03 and spread(flat) < spread(raw)
+
+
+def test_couinaud_label_fills_unsegmented_liver_and_clears_the_rest(mri_tiny):
+    import dataclasses
+
+    case = mri_tiny[2]
+    liver = case.label > 0
+    couinaud = case.couinaud.copy()
+    holes = np.zeros_like(liver)
+    holes[tuple(np.argwhere(liver)[::50].T)] = True
+    couinaud[holes] = 0
+    couinaud[case.tissue == Tissue.IVC] = 1  # stray values outside the liver are dropped
+    seg = P.couinaud_label(dataclasses.replace(case, couinaud=couinaud))
+    np.testing.assert_array_equal(seg > 0, liver)
+    # the holes take the segment of a neighbour: nearly always their own
+    assert (seg[holes] == case.couinaud[holes]).mean() > 0.9
+
+
+def test_write_dataset_mri_couinaud_task(tmp_path):
+    from keras_liver.data.datasets import discover, validate_case
+
+    out = tmp_path / "LiverSegments"
+    pairs = P.write_dataset(str(out), cases=2, layout="msd", modality="mri", task="couinaud",
+                            seed=1, shape=TINY, progress=False)
+    meta = json.loads((out / "dataset.json").read_text())
+    names = {"0": "background", "1": "I", "2": "II", "3": "III", "4": "IVa", "5": "IVb",
+             "6": "V", "7": "VI", "8": "VII", "9": "VIII"}
+    assert meta["modality"] == {"0": "MRI"} and meta["labels"] == names
+    assert meta["name"] == "LiverSegments" and "MRI" in meta["description"]
+    assert meta["training"] == [{"image": f"./imagesTr/couinaud_{i}.nii.gz",
+                                 "label": f"./labelsTr/couinaud_{i}.nii.gz"} for i in range(2)]
+    found = discover(str(out))
+    assert found.layout == "msd" and [c.case_id for c in found.cases] == ["couinaud_0", "couinaud_1"]
+    assert found.labels == {int(k): v for k, v in names.items()}
+    for i, (img_path, lab_path) in enumerate(pairs):
+        validate_case(found.cases[i], found.labels)
+        case = P.generate_mri_case(P.case_seed(1, i), shape=TINY)
+        img, lab = read_volume(img_path), read_volume(lab_path, dtype=np.uint8)
+        assert img.header.get_data_dtype() == np.uint16 and lab.header.get_data_dtype() == np.uint8
+        np.testing.assert_array_equal(img.affine, lab.affine)
+        np.testing.assert_array_equal(img.data, np.rint(case.image))
+        np.testing.assert_array_equal(lab.data, P.couinaud_label(case))
+        assert set(np.unique(lab.data)) <= set(range(10))
+    files = [p for pair in pairs for p in pair] + [str(out / "dataset.json")]
+    before = _digest(files)
+    P.write_dataset(str(out), cases=2, layout="msd", modality="mri", task="couinaud",
+                    seed=1, shape=TINY, progress=False)
+    assert _digest(files) == before
+    assert not [n for n in os.listdir(out) if n.startswith(".")]
+    # the CT rendering of the same dataset: int16 HU, and byte-identical label files
+    ct_out = tmp_path / "ct"
+    ct_pairs = P.write_dataset(str(ct_out), cases=1, layout="msd", modality="ct", task="couinaud",
+                               seed=1, shape=TINY, progress=False)
+    ct_meta = json.loads((ct_out / "dataset.json").read_text())
+    assert ct_meta["modality"] == {"0": "CT"} and ct_meta["labels"] == names
+    assert read_volume(ct_pairs[0][0]).header.get_data_dtype() == np.int16
+    assert open(ct_pairs[0][1], "rb").read() == open(pairs[0][1], "rb").read()
+
+
+def test_write_dataset_ct_default_modality_unchanged(tmp_path):
+    a = P.write_dataset(str(tmp_path / "a"), cases=1, layout="msd", seed=2, shape=TINY, progress=False)
+    b = P.write_dataset(str(tmp_path / "b"), cases=1, layout="msd", seed=2, shape=TINY,
+                        progress=False, modality="ct")
+    for pa, pb in zip(a[0] + (str(tmp_path / "a" / "dataset.json"),),
+                      b[0] + (str(tmp_path / "b" / "dataset.json"),)):
+        assert open(pa, "rb").read() == open(pb, "rb").read()
+    meta = json.loads((tmp_path / "a" / "dataset.json").read_text())
+    assert meta["description"] == "Synthetic abdominal CT phantom (keras-liver), Task03_Liver layout"
+    assert P.MSD_TASKS["couinaud"]["labels"]["9"] == "VIII" and set(P.MODALITIES) == {"ct", "mri"}
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(layout="msd", modality="mri", task="liver"), "modality='mri' with task='liver'"),
+    (dict(layout="msd", modality="mri", task="hepatic_vessel"), "modality='mri' with task='hepatic_vessel'"),
+    (dict(layout="lits", modality="mri"), "modality='mri' with task='liver'.*layout='lits'"),
+    (dict(layout="lits", modality="mri", task="couinaud"), "LiTS layout holds the liver task only"),
+    (dict(layout="lits", task="couinaud"), "LiTS layout holds the liver task only"),
+    (dict(layout="msd", modality="pet", task="couinaud"), "unknown phantom modality 'pet'"),
+])
+def test_write_dataset_refuses_unsupported_combinations(tmp_path, kwargs, match):
+    out = tmp_path / "refused"
+    with pytest.raises(ValueError, match=match):
+        P.write_dataset(str(out), cases=1, shape=TINY, progress=False, **kwargs)
+    assert not out.exists()

@@ -1,4 +1,5 @@
-"""Synthetic abdominal CT phantom: the default data of every command and test (SPEC §8).
+"""Synthetic abdominal CT phantom, and its MRI-like variant: the default data of every
+command and test (SPEC §8).
 
 A case is built in two stages so that other modalities can reuse the anatomy:
 
@@ -7,7 +8,10 @@ A case is built in two stages so that other modalities can reuse the anatomy:
    the hepatic/portal vessel mask and a tumour-instance map. Nothing here knows about HU.
 2. :func:`ct_intensities` maps tissue classes to Hounsfield units drawn per case (plus a
    low-frequency parenchymal texture), applies partial-volume blur and adds Gaussian noise.
-   An MRI-like variant would replace only this stage (its own intensity table, a bias field).
+   :func:`mri_intensities` replaces only this stage for the MRI-like variant of BADA
+   (portal-venous-phase T1-weighted look, multiplicative bias field, Rician noise; see its
+   docstring for the intensity table); :func:`generate_mri_case` is :func:`generate_case`
+   with it, and :func:`couinaud_label` gives BADA's 10-class map (0 + segments I..VIII).
 
 Anatomy (all sizes in mm, drawn per case):
 
@@ -42,10 +46,12 @@ below the liver (each tumour its own), fat -120..-80, muscle 40-60, vertebral bo
 cortex) read lower than their table value after the blur, as partial volume does in real CT.
 
 Randomness: ``numpy.random.Generator`` streams from ``SeedSequence([seed, n])`` with n = 0
-(grid and body size), 1 (anatomy) and 2 (CT intensities), so the same seed gives identical
-arrays and another modality's renderer can reuse the anatomy of a seed unchanged.
+(grid and body size), 1 (anatomy), 2 (CT intensities), 3 (MRI intensities) and 4 (MRI bias
+field), so the same seed gives identical arrays and the CT and MRI renderings of a seed share
+the same anatomy (tissue map, labels, Couinaud segments, vessels) exactly.
 
-Cost (one core): a default case about 0.25 s, 512x512x100 about 3 s.
+Cost (one core): a default case about 0.25 s, 512x512x100 about 3 s; the MRI rendering
+adds about 0.2 s to a default case.
 
 Orientation: arrays are in nibabel ``(x, y, z)`` order with axial slices along axis 2 and the
 affine ``diag(-sx, -sy, sz)`` (as for CT converted from DICOM): voxel axis 0 runs from the
@@ -75,12 +81,15 @@ from keras_liver.data.volumes import write_volume
 __all__ = [
     "Tissue", "Anatomy", "PhantomCase", "COUINAUD_NAMES", "build_anatomy", "ct_intensities",
     "generate_case", "case_seed", "write_dataset", "MSD_TASKS", "task_label",
+    "MODALITIES", "mri_intensities", "mri_bias_field", "generate_mri_case", "couinaud_label",
 ]
 
 #: Couinaud code -> name (``couinaud`` array values; 0 is outside the liver).
 COUINAUD_NAMES = {1: "I", 2: "II", 3: "III", 4: "IVa", 5: "IVb", 6: "V", 7: "VI", 8: "VII", 9: "VIII"}
 
 LAYOUTS = ("lits", "msd")
+#: Image modalities the phantom renders (``write_dataset(modality=...)``).
+MODALITIES = ("ct", "mri")
 
 # Default grid (random per case): square in-plane grid, slice count, spacings (mm).
 _INPLANE_VOXELS = (160, 224)
@@ -139,7 +148,8 @@ class Anatomy:
 
 @dataclass
 class PhantomCase:
-    image: np.ndarray      # float32 HU, (x, y, z) nibabel order, axial slices along axis 2
+    image: np.ndarray      # float32 (CT: HU; MRI: arbitrary units >= 0), (x, y, z) nibabel
+    #                        order, axial slices along axis 2
     label: np.ndarray      # uint8: 0 background, 1 liver, 2 tumour (LiTS / MSD Task03 convention)
     couinaud: np.ndarray   # uint8: 0 outside liver, 1..9 = I, II, III, IVa, IVb, V, VI, VII, VIII
     vessels: np.ndarray    # uint8: 0, 1 = hepatic/portal vessel voxel (inside/entering the liver)
@@ -147,6 +157,7 @@ class PhantomCase:
     spacing: tuple         # (sx, sy, sz) mm
     case_id: str
     tissue: np.ndarray | None = None  # uint8 Tissue map the image was rendered from
+    modality: str = "ct"              # "ct" (ct_intensities) or "mri" (mri_intensities)
 
 
 # --------------------------------------------------------------------------- grid helpers
@@ -884,6 +895,168 @@ def generate_case(seed: int, *, shape=None, spacing=None, case_id=None) -> Phant
                        tissue=anatomy.tissue)
 
 
+# --------------------------------------------------------------------------- MRI rendering
+
+#: Liver parenchyma intensity (arbitrary units, uniform per case): the scale of every case.
+_MRI_LIVER = (350.0, 550.0)
+
+#: Per-case intensity of each tissue as a multiple of the liver's (uniform draws), and the
+#: amplitude of its texture (same multiple). Contrast-enhanced T1-weighted gradient echo in
+#: the portal-venous phase, without complete fat suppression.
+_MRI_T1PV = {
+    Tissue.AIR: ((0.0, 0.0), 0.0), Tissue.FAT: ((0.9, 1.3), 0.04), Tissue.MUSCLE: ((0.45, 0.6), 0.02),
+    Tissue.BONE_CANCELLOUS: ((0.6, 0.9), 0.06), Tissue.BONE_CORTICAL: ((0.02, 0.08), 0.01),
+    Tissue.RIB: ((0.1, 0.3), 0.02), Tissue.DISC: ((0.3, 0.45), 0.02), Tissue.CSF: ((0.1, 0.2), 0.01),
+    Tissue.LUNG: ((0.03, 0.08), 0.01), Tissue.HEART: ((1.3, 1.7), 0.05),
+    Tissue.LIVER: ((1.0, 1.0), 0.02), Tissue.TUMOUR: ((0.3, 0.65), 0.03),
+    Tissue.PORTAL_VEIN: ((1.4, 1.9), 0.03), Tissue.HEPATIC_VEIN: ((1.3, 1.8), 0.03),
+    Tissue.IVC: ((1.3, 1.8), 0.04), Tissue.AORTA: ((1.4, 2.0), 0.03), Tissue.SPLEEN: ((0.85, 1.1), 0.02),
+    Tissue.KIDNEY_CORTEX: ((1.3, 1.7), 0.03), Tissue.KIDNEY_MEDULLA: ((1.0, 1.4), 0.04),
+    Tissue.GALLBLADDER: ((0.1, 0.3), 0.01), Tissue.STOMACH_WALL: ((0.7, 1.0), 0.03),
+    Tissue.STOMACH_CONTENT: ((0.1, 0.4), 0.04), Tissue.BOWEL: ((0.4, 0.8), 0.1),
+    Tissue.GAS: ((0.0, 0.03), 0.005),
+}
+
+#: Peak deviation of the bias field from 1 over the body (uniform per case), and its
+#: correlation length (mm).
+_MRI_BIAS_PEAK = (0.15, 0.3)
+_MRI_BIAS_CORR = (250.0, 400.0)
+
+
+def mri_bias_field(anatomy: Anatomy, seed: int) -> np.ndarray:
+    """The multiplicative receive-coil bias field of case ``seed`` (float32, ``anatomy``'s
+    shape), as :func:`mri_intensities` applies it.
+
+    A smooth random field (correlation length 250-400 mm, so one or two gentle undulations
+    across the body) scaled so that over the body (tissue other than air) its mean is 1 and
+    its largest deviation from 1 is a per-case 0.15-0.3: the field stays within 0.7-1.3 on
+    the body (clipped to 0.5-1.5 in the air around it). Own stream ``SeedSequence([seed, 4])``.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 4]))
+    peak = rng.uniform(*_MRI_BIAS_PEAK)
+    f = _smooth_field(rng, anatomy.tissue.shape, anatomy.spacing, rng.uniform(*_MRI_BIAS_CORR))
+    body = anatomy.tissue != Tissue.AIR
+    vals = f[body] if body.any() else f.ravel()
+    mean = np.float32(vals.mean())
+    dev = float(np.abs(vals - mean).max()) or 1.0
+    f -= mean
+    f *= np.float32(peak / dev)
+    f += np.float32(1.0)
+    np.clip(f, 0.5, 1.5, out=f)
+    return f
+
+
+def mri_intensities(anatomy: Anatomy, seed: int) -> np.ndarray:
+    """Render ``anatomy`` as a portal-venous-phase T1-weighted-like MRI (BADA's data):
+    float32, arbitrary positive units (no HU), the same anatomy as :func:`ct_intensities`.
+
+    Steps: per-case intensity per tissue (per tumour), a smooth texture, partial-volume
+    Gaussian blur (sigma 0.5-1 voxel, capped as for CT), a multiplicative bias field
+    (:func:`mri_bias_field`, 0.7-1.3 over the body), then Rician noise: the magnitude of the
+    signal plus complex Gaussian noise of sigma = liver / SNR with SNR 20-40, so the air
+    reads sigma * sqrt(pi / 2) on average (about 1-3 % of the liver), never exactly 0.
+    Stream ``SeedSequence([seed, 3])`` (the bias field has its own, n = 4).
+
+    Intensities, per case, as multiples of the liver (liver itself uniform in 350-550):
+
+    ===============================  ==========  ==============================================
+    tissue                           x liver     why (T1 + gadolinium, portal-venous phase)
+    ===============================  ==========  ==============================================
+    liver                            1           moderately bright, enhanced parenchyma
+    portal vein / hepatic veins      1.4-1.9 /   enhanced blood (hepatic veins at most 0.1
+                                     1.3-1.8     above the portal vein)
+    IVC / aorta / heart (blood)      1.3-1.8 /   enhanced blood pool
+                                     1.4-2.0 /
+                                     1.3-1.7
+    tumour (each its own)            0.3-0.65    hypo-intense (metastasis-like washout)
+    spleen                           0.85-1.1    homogeneous enhancement close to the liver
+    kidney cortex / medulla          1.3-1.7 /   enhancing (nephrographic)
+                                     1.0-1.4
+    fat                              0.9-1.3     bright-ish (T1 short; incomplete fat sat)
+    vertebral marrow                 0.6-0.9     fatty marrow
+    muscle / disc                    0.45-0.6 /  darker than liver on T1
+                                     0.3-0.45
+    stomach wall / content / bowel   0.7-1.0 /   enhancing mucosa; fluid dark on T1
+                                     0.1-0.4 /
+                                     0.4-0.8
+    gallbladder (bile) / CSF         0.1-0.3 /   fluid, long T1
+                                     0.1-0.2
+    ribs / cortical bone             0.1-0.3 /   no signal from cortical bone
+                                     0.02-0.08
+    lung / gas / air                 0.03-0.08   no protons: noise floor only
+                                     / 0-0.03 /
+                                     0
+    ===============================  ==========  ==============================================
+
+    Texture amplitudes are 0.5-10 % of the liver (bowel the most). The result is clipped at 0
+    (the magnitude image is non-negative anyway).
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 3]))
+    liver = np.float32(rng.uniform(*_MRI_LIVER))
+    lut = np.zeros(N_TISSUES, np.float32)
+    amp = np.zeros(N_TISSUES, np.float32)
+    for tissue, ((a, b), texture) in _MRI_T1PV.items():
+        lut[tissue] = liver * rng.uniform(a, b)
+        amp[tissue] = liver * texture
+    lut[Tissue.HEPATIC_VEIN] = min(lut[Tissue.HEPATIC_VEIN], lut[Tissue.PORTAL_VEIN] + 0.1 * liver)
+    shape, spacing = anatomy.tissue.shape, anatomy.spacing
+    img = lut[anatomy.tissue]
+    n_tum = int(anatomy.tumour_id.max())
+    if n_tum:
+        tum_lut = np.zeros(n_tum + 1, np.float32)
+        lo, hi = _MRI_T1PV[Tissue.TUMOUR][0]
+        tum_lut[1:] = liver * rng.uniform(lo, hi, size=n_tum)
+        m = anatomy.tumour_id > 0
+        img[m] = tum_lut[anatomy.tumour_id[m]]
+    img += amp[anatomy.tissue] * _smooth_field(rng, shape, spacing, rng.uniform(8.0, 14.0))
+    np.maximum(img, 0.0, out=img)
+    s_xy = min(rng.uniform(0.5, 1.0), max(0.3, 3.0 / min(spacing[:2])))
+    s_z = min(rng.uniform(0.5, 1.0), max(0.3, 5.0 / spacing[2]))
+    ndimage.gaussian_filter(img, sigma=(s_xy, s_xy, s_z), output=img, truncate=3.0)
+    img *= mri_bias_field(anatomy, seed)
+    sigma = np.float32(liver / rng.uniform(20.0, 40.0))
+    real = img + sigma * rng.standard_normal(shape, dtype=np.float32)
+    imag = sigma * rng.standard_normal(shape, dtype=np.float32)
+    img = np.hypot(real, imag)
+    del real, imag
+    np.maximum(img, 0.0, out=img)
+    return img.astype(np.float32, copy=False)
+
+
+def generate_mri_case(seed: int, *, shape=None, spacing=None, case_id=None) -> PhantomCase:
+    """One MRI-like phantom case (:func:`mri_intensities`): the anatomy, labels, Couinaud map
+    and vessels of ``generate_case(seed, shape=shape, spacing=spacing)`` exactly, rendered as
+    a portal-venous-phase T1-weighted image (float32, arbitrary units >= 0)."""
+    anatomy = build_anatomy(seed, shape=shape, spacing=spacing)
+    image = mri_intensities(anatomy, seed)
+    return PhantomCase(image=image, label=anatomy.label, couinaud=anatomy.couinaud,
+                       vessels=anatomy.vessels, affine=anatomy.affine, spacing=anatomy.spacing,
+                       case_id=case_id if case_id is not None else f"phantom-mri-{seed}",
+                       tissue=anatomy.tissue, modality="mri")
+
+
+def couinaud_label(case) -> np.ndarray:
+    """BADA's label map of ``case`` (a :class:`PhantomCase` or :class:`Anatomy`), uint8:
+    0 background, 1..9 = Couinaud segments I, II, III, IVa, IVb, V, VI, VII, VIII
+    (:data:`COUINAUD_NAMES`).
+
+    Every liver voxel (``case.label > 0``) gets its segment and nothing else is labelled:
+    BADA segments the whole liver, so a tumour voxel keeps the segment it lies in and an
+    intrahepatic vessel voxel (hepatic or portal vein) the segment it runs through; the
+    IVC, the gallbladder and the portal trunk outside the liver are background. The anatomy
+    assigns a segment to every liver voxel, tumours and vessels included; should a liver
+    voxel lack one, it takes the segment of the nearest segmented voxel.
+    """
+    liver = np.asarray(case.label) > 0
+    seg = np.where(liver, np.asarray(case.couinaud), 0).astype(np.uint8)
+    missing = liver & (seg == 0)
+    if missing.any() and (seg > 0).any():
+        idx = ndimage.distance_transform_edt(seg == 0, sampling=getattr(case, "spacing", None),
+                                            return_distances=False, return_indices=True)
+        seg[missing] = seg[tuple(i[missing] for i in idx)]
+    return seg
+
+
 # --------------------------------------------------------------------------- datasets
 
 def case_seed(seed: int, index: int) -> int:
@@ -892,14 +1065,30 @@ def case_seed(seed: int, index: int) -> int:
 
 
 #: MSD tasks the phantom writes (``write_dataset(layout="msd", task=...)``): file stem, the
-#: task's ``dataset.json`` name and labels. Task03_Liver labels liver and tumour; Task08_
-#: HepaticVessel labels the hepatic and portal veins and the tumours (MSD's own label names).
+#: task's ``dataset.json`` name and labels, and the modalities it may be rendered in.
+#: Task03_Liver labels liver and tumour; Task08_HepaticVessel labels the hepatic and portal
+#: veins and the tumours (MSD's own label names); both are CT tasks. ``"couinaud"`` is BADA's
+#: liver-segment task (no MSD counterpart; written in the MSD layout): 0 background, 1..9 the
+#: Couinaud segments I..VIII (:func:`couinaud_label`), in MRI (BADA's data) or CT.
 MSD_TASKS = {
     "liver": {"stem": "liver", "name": "Liver", "task": "Task03_Liver",
-              "labels": {"0": "background", "1": "liver", "2": "cancer"}},
+              "labels": {"0": "background", "1": "liver", "2": "cancer"},
+              "modalities": ("ct",)},
     "hepatic_vessel": {"stem": "hepaticvessel", "name": "HepaticVessel",
                        "task": "Task08_HepaticVessel",
-                       "labels": {"0": "background", "1": "Vessel", "2": "Tumour"}},
+                       "labels": {"0": "background", "1": "Vessel", "2": "Tumour"},
+                       "modalities": ("ct",)},
+    "couinaud": {"stem": "couinaud", "name": "LiverSegments",
+                 "task": "Couinaud liver segments (BADA)",
+                 "labels": {"0": "background", **{str(k): v for k, v in COUINAUD_NAMES.items()}},
+                 "modalities": ("ct", "mri")},
+}
+
+#: ``dataset.json`` ``"modality"`` entry and description of each modality.
+_MODALITY_META = {
+    "ct": ("CT", "Synthetic abdominal CT phantom (keras-liver)"),
+    "mri": ("MRI", "Synthetic abdominal MRI-like phantom, T1-weighted portal-venous phase "
+                   "(keras-liver)"),
 }
 
 
@@ -907,11 +1096,14 @@ def task_label(case: PhantomCase, task: str = "liver") -> np.ndarray:
     """The label map of ``case`` for an MSD ``task`` (uint8): ``"liver"`` is the LiTS/Task03
     map (1 liver, 2 tumour); ``"hepatic_vessel"`` the Task08 map: 1 = hepatic or portal vein
     voxel (``case.vessels``), 2 = tumour (tumour wins where both hold), 0 elsewhere,
-    liver parenchyma included."""
+    liver parenchyma included; ``"couinaud"`` BADA's map (:func:`couinaud_label`: 1..9 =
+    segments I..VIII over the whole liver, tumours and vessels included)."""
     if task not in MSD_TASKS:
         raise ValueError(f"unknown phantom task {task!r}; expected one of {sorted(MSD_TASKS)}")
     if task == "liver":
         return case.label
+    if task == "couinaud":
+        return couinaud_label(case)
     label = np.zeros(case.label.shape, np.uint8)
     label[np.asarray(case.vessels, dtype=bool)] = 1
     label[case.label == 2] = 2
@@ -919,8 +1111,8 @@ def task_label(case: PhantomCase, task: str = "liver") -> np.ndarray:
 
 
 def write_dataset(out_dir, cases: int = 10, *, layout: str = "lits", seed: int = 0,
-                  shape=None, task: str = "liver", progress: bool = True
-                  ) -> list[tuple[str, str]]:
+                  shape=None, task: str = "liver", progress: bool = True,
+                  modality: str = "ct") -> list[tuple[str, str]]:
     """Write ``cases`` phantom cases under ``out_dir``; returns ``(image_path, label_path)`` pairs.
 
     Case ``i`` uses ``generate_case(case_seed(seed, i), shape=shape)``. Layouts:
@@ -928,8 +1120,17 @@ def write_dataset(out_dir, cases: int = 10, *, layout: str = "lits", seed: int =
     Segmentation Decathlon layout of ``task`` (:data:`MSD_TASKS`): ``dataset.json``,
     ``imagesTr/{stem}_{i}.nii.gz``, ``labelsTr/{stem}_{i}.nii.gz`` — ``"liver"`` as
     Task03_Liver (``liver_{i}``: 1 liver, 2 tumour), ``"hepatic_vessel"`` as
-    Task08_HepaticVessel (``hepaticvessel_{i}``: 1 vessel, 2 tumour; :func:`task_label`).
-    Images are int16 HU, labels uint8, both with the same affine. Files are written atomically.
+    Task08_HepaticVessel (``hepaticvessel_{i}``: 1 vessel, 2 tumour; :func:`task_label`),
+    ``"couinaud"`` as BADA's liver-segment task (``couinaud_{i}``: 0 background, 1..9 =
+    segments I, II, III, IVa, IVb, V, VI, VII, VIII; :func:`couinaud_label`).
+
+    ``modality``: ``"ct"`` (:func:`generate_case`; images int16 HU, ``dataset.json``
+    modality ``{"0": "CT"}``) or ``"mri"`` (:func:`generate_mri_case`, the same anatomy per
+    case; images uint16, the float intensities rounded, lossless to 0.5 units against a noise
+    sigma of 9-28 units; modality ``{"0": "MRI"}``). Supported: the liver and hepatic_vessel
+    tasks in CT only, the couinaud task (MSD layout) in CT or MRI; LiTS is the CT liver task.
+    Other combinations raise ``ValueError`` naming them. Labels are uint8, with the image's
+    affine. Files are written atomically.
 
     Idempotent to the byte: nibabel (>= 3) writes gzip streams with mtime 0 and no file name,
     and ``dataset.json`` is written with sorted keys, so re-running with the same arguments
@@ -939,8 +1140,17 @@ def write_dataset(out_dir, cases: int = 10, *, layout: str = "lits", seed: int =
         raise ValueError(f"unknown phantom layout {layout!r}; expected one of {LAYOUTS}")
     if task not in MSD_TASKS:
         raise ValueError(f"unknown phantom task {task!r}; expected one of {sorted(MSD_TASKS)}")
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown phantom modality {modality!r}; expected one of {MODALITIES}")
     if layout == "lits" and task != "liver":
         raise ValueError(f"the LiTS layout holds the liver task only; write task {task!r} "
+                         "with layout='msd'")
+    if modality not in MSD_TASKS[task]["modalities"]:
+        ok = sorted(t for t, v in MSD_TASKS.items() if modality in v["modalities"])
+        raise ValueError(f"the phantom cannot write modality={modality!r} with task={task!r} "
+                         f"(layout={layout!r}): task {task!r} is "
+                         f"{'/'.join(m.upper() for m in MSD_TASKS[task]['modalities'])} only; "
+                         f"modality {modality!r} writes task {' or '.join(map(repr, ok))} "
                          "with layout='msd'")
     if int(cases) != cases or cases < 0:
         raise ValueError(f"cases must be a non-negative integer; received cases={cases!r}")
@@ -962,21 +1172,27 @@ def write_dataset(out_dir, cases: int = 10, *, layout: str = "lits", seed: int =
     pairs = []
     for i in iterator:
         img_name, lab_name, cid = names[i]
-        case = generate_case(case_seed(seed, i), shape=shape, case_id=cid)
         img_path = os.path.join(out_dir, img_name)
         lab_path = os.path.join(out_dir, lab_name)
-        write_volume(img_path, np.rint(case.image).astype(np.int16), case.affine)
+        if modality == "ct":
+            case = generate_case(case_seed(seed, i), shape=shape, case_id=cid)
+            image = np.rint(case.image).astype(np.int16)
+        else:
+            case = generate_mri_case(case_seed(seed, i), shape=shape, case_id=cid)
+            image = np.clip(np.rint(case.image), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+        write_volume(img_path, image, case.affine)
+        del image
         write_volume(lab_path, task_label(case, task), case.affine, dtype=np.uint8)
         pairs.append((img_path, lab_path))
     if layout == "msd":
         meta = {
             "name": msd["name"],
-            "description": f"Synthetic abdominal CT phantom (keras-liver), {msd['task']} layout",
+            "description": f"{_MODALITY_META[modality][1]}, {msd['task']} layout",
             "reference": "keras_liver.data.phantom",
             "licence": "CC-0",
             "release": "1.0",
             "tensorImageSize": "3D",
-            "modality": {"0": "CT"},
+            "modality": {"0": _MODALITY_META[modality][0]},
             "labels": dict(msd["labels"]),
             "numTraining": cases,
             "numTest": 0,

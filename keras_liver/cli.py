@@ -1,7 +1,7 @@
 """``keras-liver`` command line: one sub-command per stage (nnU-Net style).
 
-    keras-liver phantom  --cases N --out DIR [--layout lits|msd] [--task liver|hepatic_vessel]
-                         [--seed S]
+    keras-liver phantom  --cases N --out DIR [--layout lits|msd] [--modality ct|mri]
+                         [--task liver|hepatic_vessel|couinaud] [--seed S]
     keras-liver convert  SRC --out tf_data/NAME [--layout auto|lits|msd|flat] [--split a,b,c]
     keras-liver train    --experiment ra_vnet [--preset demo] --data tf_data/NAME --out RUN
     keras-liver evaluate PRED_DIR REF_DIR [--out DIR]
@@ -32,10 +32,11 @@ def _cmd_phantom(args):
     from keras_liver.data.phantom import write_dataset
 
     pairs = write_dataset(args.out, cases=args.cases, layout=args.layout, task=args.task,
-                          seed=args.seed,
+                          modality=args.modality, seed=args.seed,
                           shape=tuple(args.shape) if args.shape else None,
                           progress=not args.no_progress)
-    print(f"wrote {len(pairs)} phantom cases ({args.layout} layout) to {os.path.abspath(args.out)}")
+    print(f"wrote {len(pairs)} phantom cases ({args.modality.upper()}, {args.layout} layout, "
+          f"{args.task} task) to {os.path.abspath(args.out)}")
 
 
 def _cmd_convert(args):
@@ -183,13 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--no-progress", action="store_true", help="no progress bars")
         return s
 
-    s = add("phantom", _cmd_phantom, "write synthetic abdominal CT phantom cases as NIfTI")
+    s = add("phantom", _cmd_phantom, "write synthetic abdominal CT (or MRI-like) phantom cases "
+            "as NIfTI")
     s.add_argument("--cases", type=int, default=10)
     s.add_argument("--out", required=True)
     s.add_argument("--layout", choices=["lits", "msd"], default="lits")
-    s.add_argument("--task", choices=["liver", "hepatic_vessel"], default="liver",
-                   help="MSD task of --layout msd: Task03_Liver (1 liver, 2 tumour) or "
-                        "Task08_HepaticVessel (1 vessel, 2 tumour)")
+    s.add_argument("--task", choices=["liver", "hepatic_vessel", "couinaud"], default="liver",
+                   help="MSD task of --layout msd: Task03_Liver (1 liver, 2 tumour), "
+                        "Task08_HepaticVessel (1 vessel, 2 tumour) or the Couinaud segments "
+                        "(1..9 = I, II, III, IVa, IVb, V, VI, VII, VIII)")
+    s.add_argument("--modality", choices=["ct", "mri"], default="ct",
+                   help="CT in HU, or the MRI-like look (portal-venous T1, arbitrary scale; "
+                        "couinaud task only)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--shape", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
                    help="force the voxel grid (default: random per case)")

@@ -242,16 +242,18 @@ def train_models(config: dict[str, Any], datasets: dict[str, str], out: str, *,
 
 def run(config: dict[str, Any], *, sources: dict[str, str | None], out: str, tf_data: str,
         experiment: dict[str, Any] | None = None, progress: bool = True,
-        export: bool = True) -> ExperimentResult:
+        export: bool = True, datasets: dict[str, str] | None = None) -> ExperimentResult:
     """Prepare both tasks, train both models, score each on its task's held-out cases and
     compare with the paper; what the command line does, as a function (used by the
-    notebook)."""
+    notebook). ``datasets``: what :func:`prepare` returned for these sources, when the caller
+    prepared them already."""
     from keras_liver.inference import Predictor
     from keras_liver.metrics import report
 
     experiment = experiment or common.load_experiment(PAPER)
     os.makedirs(out, exist_ok=True)
-    datasets = prepare(config, sources, out=out, tf_data=tf_data, progress=progress)
+    if datasets is None:
+        datasets = prepare(config, sources, out=out, tf_data=tf_data, progress=progress)
     run_dirs, epochs = train_models(config, datasets, out, export=export,
                                     verbose="auto" if progress else 0)
     per_case, summary = {}, {}

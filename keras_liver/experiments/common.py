@@ -99,8 +99,8 @@ def prepare_data(data: str | None, config: dict[str, Any], *, tf_data: str, work
 
     ``data`` may be a converted dataset (used as is), a NIfTI dataset (LiTS, MSD or flat
     layout; converted into ``tf_data/<folder name>``), or ``None``: the phantom of the preset
-    (``config["phantom"]``: ``cases``, ``seed``, optional ``shape``, ``layout`` and MSD
-    ``task`` of :func:`keras_liver.data.phantom.write_dataset`, ``folder`` under ``workdir``,
+    (``config["phantom"]``: ``cases``, ``seed``, optional ``shape``, ``layout``, MSD
+    ``task`` and ``modality`` of :func:`keras_liver.data.phantom.write_dataset`, ``folder`` under ``workdir``,
     default ``phantom``) is generated and converted into ``tf_data/<name>``. Conversion is
     resumable and skips cases already converted, so re-running costs nothing.
     """
@@ -119,7 +119,8 @@ def prepare_data(data: str | None, config: dict[str, Any], *, tf_data: str, work
     src = os.path.join(workdir, spec.get("folder", "phantom"))
     _log(f"generating {spec['cases']} phantom cases in {src}")
     phantom.write_dataset(src, cases=int(spec["cases"]), layout=spec.get("layout", "lits"),
-                          task=spec.get("task", "liver"), seed=int(spec.get("seed", 0)),
+                          task=spec.get("task", "liver"), modality=spec.get("modality", "ct"),
+                          seed=int(spec.get("seed", 0)),
                           shape=tuple(spec["shape"]) if spec.get("shape") else None,
                           progress=progress)
     out = os.path.join(tf_data, name)

@@ -32,6 +32,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_liver.optimizers import CoupledWeightDecayAdam
+
 CONFIG_FILE = "config.json"
 PREPROCESSING_FILE = "preprocessing.json"
 BEST_MODEL = "model.keras"
@@ -159,12 +161,30 @@ def set_batch_norm_momentum(model: keras.Model, momentum: float) -> int:
 
 
 def build_optimizer(spec: dict[str, Any]) -> keras.optimizers.Optimizer:
+    """An optimizer from a recipe's ``training.optimizer`` block: ``name`` (``adam``, ``adamw``,
+    ``sgd``, ``rmsprop``, ``coupled_adam``; default ``adam``) and the class's keyword arguments.
+
+    ``l2`` is a coupled L2 penalty as PyTorch's ``torch.optim.Adam(weight_decay=l2)`` applies
+    it (:class:`keras_liver.optimizers.CoupledWeightDecayAdam`; BADA §4.3, SPEC §4):
+    ``{"name": "adam", "learning_rate": 1e-3, "l2": 4e-5}`` builds that optimizer, and so does
+    ``"name": "coupled_adam"`` (its ``l2`` defaults to 4e-5); ``"l2": 0`` with ``adam`` is plain
+    Adam. ``weight_decay`` stays Keras' decoupled (AdamW-style) decay; combined with a non-zero
+    ``l2`` it raises ``ValueError``, as does ``l2`` with an optimizer other than Adam.
+    """
     cfg = dict(spec)
-    name = cfg.pop("name", "adam").lower()
+    name = str(cfg.pop("name", "adam")).lower()
     classes = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
-               "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
+               "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop,
+               "coupled_adam": CoupledWeightDecayAdam}
     if name not in classes:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(classes)}")
+    if "l2" in cfg and name not in ("adam", "coupled_adam"):
+        raise ValueError(f"optimizer {name!r} has no coupled 'l2' penalty; it is implemented "
+                         "for Adam only (name 'adam' or 'coupled_adam')")
+    if name == "adam" and "l2" in cfg:
+        l2 = cfg.pop("l2")
+        if l2 is not None and float(l2) != 0.0:
+            return CoupledWeightDecayAdam(l2=l2, **cfg)
     return classes[name](**cfg)
 
 

@@ -44,6 +44,7 @@ from keras_liver.metrics.report import (
     with_summary,
     write_results,
 )
+from keras_liver.metrics.segments import segment_scores, summarize_segments, with_segment_summary
 
 _KERAS_NAMES = ("DiceCoefficient", "JaccardIndex", "training_metrics")
 

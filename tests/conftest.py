@@ -120,6 +120,19 @@ def arunet_run(tmp_path_factory):
     return run_dir, out.getvalue(), err.getvalue()
 
 
+def assert_label_volume_on_input_grid(src, out, labels):
+    """``out`` is a uint8 label volume (values in ``labels``) on the grid of the NIfTI ``src``:
+    same shape, affine and zooms."""
+    import nibabel as nib
+    import numpy as np
+
+    ref, pred = nib.load(src), nib.load(out)
+    assert pred.shape == ref.shape and pred.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(pred.affine, ref.affine)
+    assert pred.header.get_zooms() == ref.header.get_zooms()
+    assert set(np.unique(np.asarray(pred.dataobj))) <= set(labels)
+
+
 #: Loads a SavedModel with keras_liver made unimportable, as TF Serving would (no project
 #: Python): prints the signature's inputs/outputs and the outputs for a saved input.
 NO_PROJECT_LOADER = r"""

@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from conftest import assert_label_volume_on_input_grid
 from keras_liver import export, training
 from keras_liver.cli import main as cli_main
 from keras_liver.data import schema
@@ -115,11 +116,7 @@ def test_predict_with_the_cascade_on_a_phantom_volume_and_the_real_lits117_crop(
     for src, name in ((phantom, "volume-2_pred.nii.gz"), (lits, "lits117_pred.nii.gz")):
         out = os.path.join(out_dir, name)
         assert out in stdout
-        ref, pred = nib.load(src), nib.load(out)
-        assert pred.shape == ref.shape and pred.get_data_dtype() == np.uint8
-        np.testing.assert_allclose(pred.affine, ref.affine)
-        assert pred.header.get_zooms() == ref.header.get_zooms()
-        assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2}
+        assert_label_volume_on_input_grid(src, out, {0, 1, 2})
     assert nib.load(lits).shape == crop.image.shape
 
 

@@ -16,7 +16,7 @@ TINY_SHAPE = (96, 96, 20)
 #: workers (``--dist loadgroup``); every test that uses one of these fixtures is put in the
 #: fixture's group, so each experiment is trained once, on one worker, while the other worker
 #: runs the rest of the suite.
-TRAINING_FIXTURES = ("tiny_run", "ra_unet_run", "arunet_run")
+TRAINING_FIXTURES = ("tiny_run", "ra_unet_run", "arunet_run", "bada_run")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -116,6 +116,28 @@ def arunet_run(tmp_path_factory):
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = arunet.main(["--preset", "tiny", "--out", run_dir, "--tf-data",
                             str(root / "tf_data"), "--no-progress"])
+    assert code == 0, err.getvalue()[-3000:]
+    return run_dir, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="session")
+def bada_run(tmp_path_factory):
+    """``python -m keras_liver.experiments.bada --preset tiny`` run once per session (its own
+    MRI Couinaud phantom, BADA at 32x32, one epoch, segment scores, the export).
+
+    Returns ``(run_dir, stdout, stderr)``.
+    """
+    import contextlib
+    import io
+
+    from keras_liver.experiments import bada
+
+    root = tmp_path_factory.mktemp("bada_run")
+    run_dir = str(root / "run")
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = bada.main(["--preset", "tiny", "--out", run_dir, "--tf-data",
+                          str(root / "tf_data"), "--no-progress"])
     assert code == 0, err.getvalue()[-3000:]
     return run_dir, out.getvalue(), err.getvalue()
 

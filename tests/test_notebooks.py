@@ -227,3 +227,69 @@ def test_arunet_notebook_runs_at_the_tiny_preset(arunet_run, tmp_path):
     assert len(figures) >= 4, "expected the data, the curves, Figs. 7-8 and the linked output"
     diff = float(re.search(r"max \|SavedModel − Keras\| probability: (\S+)", text).group(1))
     assert diff < 1e-4
+
+
+@pytest.mark.slow
+def test_bada_notebook_runs_at_the_tiny_preset(bada_run, tmp_path):
+    """The notebook on the session's finished tiny BADA run: the model reused (not retrained,
+    not re-exported), the command line's mean segment Dice printed again, the published
+    parameter count, the figures, the four levels' dual attention maps and the SavedModel
+    check."""
+    import pandas as pd
+
+    run_dir, _, _ = bada_run
+    tf_data = os.path.join(os.path.dirname(run_dir), "tf_data")
+    artefacts = [os.path.join(run_dir, p)
+                 for p in ("model.keras", "history.csv",
+                           os.path.join("saved_model", "saved_model.pb"))]
+    before = {p: os.stat(p).st_mtime_ns for p in artefacts}
+    # the command line's scores, read before the notebook re-evaluates (and rewrites) them
+    metrics = pd.read_csv(os.path.join(run_dir, "metrics.csv"))
+    metrics["case"] = metrics["case"].astype(str)
+    metrics = metrics.set_index("case")
+    with open(os.path.join(run_dir, "config.json")) as f:
+        model_cfg = json.load(f)["model"]
+
+    nb = nbformat.read(os.path.join(REPO, "notebooks", "bada.ipynb"), as_version=4)
+    nb = _with_parameters(nb, DATA=None, PRESET="tiny", ABLATION=None, OUT=run_dir,
+                          TF_DATA=tf_data, SEED=0)
+    client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    try:
+        client.execute()  # raises CellExecutionError naming the cell on any failure
+    finally:
+        nbformat.write(nb, str(tmp_path / "bada.ipynb"))  # the executed notebook, to read
+
+    # not retrained, not re-exported
+    assert {p: os.stat(p).st_mtime_ns for p in artefacts} == before
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    text = "\n".join(_text(c) for c in code)
+    assert "finished run found, not retrained" in text, text[-2000:]
+
+    # the published network, counted by the notebook
+    assert "BADA (F = 32): 8,575,854 parameters" in text
+    assert "8,575,854" in text
+
+    # the mean segment Dice on the held-out cases: the command line's metrics.csv
+    n = len(metrics.drop(index=["mean", "std", "global"]))
+    expected = (f"bada: mean segment Dice {metrics.loc['mean', 'mean_dice']:.4f} per case "
+                f"over {n} test cases")
+    assert expected in text, (expected, text[-3000:])
+
+    # the dual attention maps of the four decoder levels, in [0, 1], at the levels' sizes
+    side, width = model_cfg["input_shape"][0], model_cfg["base_filters"]
+    levels = re.findall(r"^level (\d): spatial map (\d+)x(\d+) in \[(\S+), (\S+)\], "
+                        r"semantic (\d+) weights in \[(\S+), (\S+)\]$", text, re.M)
+    assert sorted(int(m[0]) for m in levels) == [1, 2, 3, 4], text[-3000:]
+    for k, h, w, s_lo, s_hi, c, c_lo, c_hi in levels:
+        k = int(k)
+        assert int(h) == int(w) == side // 2 ** (k - 1)
+        assert int(c) == width * 2 ** (k - 1)
+        assert 0.0 <= float(s_lo) <= float(s_hi) <= 1.0
+        assert 0.0 <= float(c_lo) <= float(c_hi) <= 1.0
+
+    figures = [c for c in code if any("image/png" in o.get("data", {})
+                                      for o in _outputs(c, ("display_data",)))]
+    assert len(figures) >= 4, "expected the data, the curves, the prediction and the attention maps"
+    diff = float(re.search(r"max \|SavedModel − Keras\| probability: (\S+)", text).group(1))
+    assert diff < 1e-4

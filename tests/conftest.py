@@ -19,7 +19,11 @@ TINY_SHAPE = (96, 96, 20)
 TRAINING_FIXTURES = ("tiny_run", "ra_unet_run", "arunet_run", "bada_run")
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+    # tryfirst: pytest-xdist's own hook turns the xdist_group marks into node-id suffixes, so
+    # the marks must be there before it runs. (pytest 9 ignores the suffix xdist 3.8 writes,
+    # and every worker then trained its own copy of each fixture: setup.cfg pins pytest < 9.)
     for item in items:
         for name in TRAINING_FIXTURES:
             if name in getattr(item, "fixturenames", ()):

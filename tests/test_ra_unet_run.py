@@ -59,7 +59,7 @@ def test_run_directory_holds_every_stage(ra_unet_run):
         assert f"saved model   : {saved} ({stage})" in stdout
         assert export.is_exported(os.path.join(run_dir, dirs[0]))
     # the tiny preset trains its three stages at once, in their own processes
-    assert "3 stage runs to do, 3 at a time" in stderr
+    assert "3 runs to do, 3 at a time" in stderr
     assert "finished training and exporting the tumour stage" in stderr
 
 

@@ -123,10 +123,7 @@ def run(config: dict[str, Any], *, data: str | None, out: str, tf_data: str,
     """Train ``config``, score the held-out test cases per segment, compare with the paper
     and export; what the command line does, as a function (used by the notebook). A finished
     run of the same config and data in ``out`` is evaluated as it is, not retrained."""
-    import keras
-
-    from keras_liver import export as export_lib
-    from keras_liver import inference, training
+    from keras_liver import inference
     from keras_liver.metrics import report
 
     experiment = experiment or common.load_experiment(PAPER)
@@ -135,15 +132,7 @@ def run(config: dict[str, Any], *, data: str | None, out: str, tf_data: str,
     dataset = common.prepare_data(data, config, tf_data=tf_data, workdir=out,
                                   seed=config["seed"],
                                   name=f"phantom-{PAPER}-{config['preset']}", progress=progress)
-    if training.is_finished(out, config, data=dataset, seed=config["seed"]):
-        common._log(f"{model_name}: finished run found in {out}; not retrained")
-        model = keras.models.load_model(os.path.join(out, training.BEST_MODEL), compile=False)
-        epochs = 0
-    else:
-        common._log(f"training {model_name} ({config['preset']} preset) in {out}")
-        result = training.train(config, data=dataset, out_dir=out, seed=config["seed"],
-                                verbose="auto" if progress else 0)
-        model, epochs = result.model, result.epochs_run
+    model, epochs = common.train_or_reuse(config, dataset, out, progress=progress)
     common._log("scoring the held-out test cases per segment on their original grids")
     per_case, summary = evaluate(inference.Predictor.from_config(model, config), dataset,
                                  config, split="test", progress=progress)
@@ -155,11 +144,7 @@ def run(config: dict[str, Any], *, data: str | None, out: str, tf_data: str,
         out, name="metrics", summary=False)
     comparison = compare_with_paper(summary, experiment, model_name)
     comparison.to_csv(os.path.join(out, "comparison.csv"), index=False)
-    saved = None
-    if export:
-        saved = export_lib.default_export_dir(out)
-        if not export_lib.is_exported(out):
-            saved = export_lib.export_run(out, model=model)
+    saved = common.export_unless_current(out, model) if export else None
     return ExperimentResult(out=out, dataset=dataset, model_name=model_name, model=model,
                             per_case=per_case, summary=summary, comparison=comparison,
                             epochs=epochs, saved_model=saved)

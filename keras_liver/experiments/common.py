@@ -215,6 +215,35 @@ def run_training_jobs(pending: list[TrainingJob], *, jobs: int = 1,
     return done
 
 
+def train_or_reuse(config: dict[str, Any], dataset: str, out: str, *,
+                   progress: bool = True):
+    """``(best model, epochs trained now)`` of one run: a finished run of the same network,
+    recipe and data in ``out`` is loaded, not retrained (epochs 0); otherwise
+    :func:`keras_liver.training.train` trains (or resumes) it."""
+    import keras
+
+    from keras_liver import training
+
+    name = config["model"]["name"]
+    if training.is_finished(out, config, data=dataset, seed=config["seed"]):
+        _log(f"{name}: finished run found in {out}; not retrained")
+        return keras.models.load_model(os.path.join(out, training.BEST_MODEL), compile=False), 0
+    _log(f"training {name} ({config['preset']} preset) in {out}")
+    result = training.train(config, data=dataset, out_dir=out, seed=config["seed"],
+                            verbose="auto" if progress else 0)
+    return result.model, result.epochs_run
+
+
+def export_unless_current(out: str, model) -> str:
+    """``out``'s SavedModel (``RUN/saved_model``), written from ``model`` unless one newer
+    than the run's best model is there already; returns its path."""
+    from keras_liver import export as export_lib
+
+    if export_lib.is_exported(out):
+        return export_lib.default_export_dir(out)
+    return export_lib.export_run(out, model=model)
+
+
 # --------------------------------------------------------------------------- evaluation
 
 def iter_volumes(manifest_root: str, split: str = "test"):

@@ -112,10 +112,7 @@ def run(config: dict[str, Any], *, data: str | None, out: str, tf_data: str,
     config's TTA, compare with the paper and export; what the command line does, as a function
     (used by the notebook's ablation table). A finished run of the same config and data in
     ``out`` is evaluated as it is, not retrained (``epochs`` 0), nor re-exported."""
-    import keras
-
-    from keras_liver import export as export_lib
-    from keras_liver import inference, training
+    from keras_liver import inference
     from keras_liver.metrics import report
 
     experiment = experiment or common.load_experiment(PAPER)
@@ -124,16 +121,7 @@ def run(config: dict[str, Any], *, data: str | None, out: str, tf_data: str,
     dataset = common.prepare_data(data, config, tf_data=tf_data, workdir=out,
                                   seed=config["seed"],
                                   name=f"phantom-{PAPER}-{config['preset']}", progress=progress)
-    if training.is_finished(out, config, data=dataset, seed=config["seed"]):
-        # The same network, recipe and data trained here before: evaluate it, do not retrain.
-        common._log(f"{config['model']['name']}: finished run found in {out}; not retrained")
-        model = keras.models.load_model(os.path.join(out, training.BEST_MODEL), compile=False)
-        epochs = 0
-    else:
-        common._log(f"training {config['model']['name']} ({config['preset']} preset) in {out}")
-        result = training.train(config, data=dataset, out_dir=out, seed=config["seed"],
-                                verbose="auto" if progress else 0)
-        model, epochs = result.model, result.epochs_run
+    model, epochs = common.train_or_reuse(config, dataset, out, progress=progress)
 
     predictor = inference.Predictor.from_config(model, config)
     tta = " with test-time flips " + "+".join(predictor.tta) if predictor.tta else ""
@@ -143,11 +131,7 @@ def run(config: dict[str, Any], *, data: str | None, out: str, tf_data: str,
     summary = report.summarize(per_case)
     comparison = compare_mean_std(summary, experiment["tables"][TABLE]["rows"][ablation])
     comparison.to_csv(os.path.join(out, "comparison.csv"), index=False)
-    saved = None
-    if export:
-        saved = export_lib.default_export_dir(out)
-        if not export_lib.is_exported(out):
-            saved = export_lib.export_run(out, model=model)
+    saved = common.export_unless_current(out, model) if export else None
     return ExperimentResult(out=out, dataset=dataset, ablation=ablation, model=model,
                             per_case=per_case, summary=summary, comparison=comparison,
                             epochs=epochs, saved_model=saved)

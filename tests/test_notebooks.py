@@ -22,6 +22,21 @@ def _with_parameters(nb, **params):
     return nb
 
 
+def _execute(name, tmp_path, *, timeout=900, **params):
+    """Run ``notebooks/<name>.ipynb`` with ``params`` in its parameters cell, the kernel in
+    ``tmp_path``; the executed notebook is also written there (``<name>.ipynb``), to read after a
+    failure. Raises ``CellExecutionError`` naming the cell on any failure."""
+    nb = _with_parameters(nbformat.read(os.path.join(REPO, "notebooks", f"{name}.ipynb"),
+                                        as_version=4), **params)
+    client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    try:
+        client.execute()
+    finally:
+        nbformat.write(nb, str(tmp_path / f"{name}.ipynb"))
+    return nb
+
+
 def _outputs(cell, kind):
     return [o for o in cell.get("outputs", []) if o.get("output_type") in kind]
 
@@ -35,14 +50,10 @@ def _text(cell):
 
 @pytest.mark.slow
 def test_ra_vnet_notebook_runs_at_the_tiny_preset(tiny_dataset, tmp_path):
-    nb = nbformat.read(os.path.join(REPO, "notebooks", "ra_vnet.ipynb"), as_version=4)
     out = tmp_path / "runs"
-    nb = _with_parameters(nb, DATA=tiny_dataset, PRESET="tiny", VARIANTS=["unet", "ra_vnet"],
-                          LOSSES=["dice", "bce"], EPOCHS=1, OUT=str(out),
-                          TF_DATA=str(tmp_path / "tf_data"), SEED=0)
-    client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()  # raises CellExecutionError naming the cell on any failure
+    nb = _execute("ra_vnet", tmp_path, DATA=tiny_dataset, PRESET="tiny",
+                  VARIANTS=["unet", "ra_vnet"], LOSSES=["dice", "bce"], EPOCHS=1, OUT=str(out),
+                  TF_DATA=str(tmp_path / "tf_data"), SEED=0)
 
     # Table 1 (RA V-Net + BCE) and Tables 2-4 (one run per variant) each trained and scored
     for key in ("unet", "ra_vnet", "ra_vnet+bce"):
@@ -77,13 +88,9 @@ def test_ra_unet_notebook_runs_at_the_tiny_preset(ra_unet_run, tmp_path):
     assert len(artefacts) == 9, artefacts  # three stages, one fold each
     before = {p: os.stat(p).st_mtime_ns for p in artefacts}
 
-    nb = nbformat.read(os.path.join(REPO, "notebooks", "ra_unet.ipynb"), as_version=4)
-    nb = _with_parameters(nb, PRESET="tiny", DATA=dataset, OUT=run_dir,
-                          TF_DATA=str(tmp_path / "tf_data"), FOLDS=None, EPOCHS=None, SEED=0,
-                          EXPORT=False)
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()  # raises CellExecutionError naming the cell on any failure
+    nb = _execute("ra_unet", tmp_path, timeout=600, PRESET="tiny", DATA=dataset, OUT=run_dir,
+                  TF_DATA=str(tmp_path / "tf_data"), FOLDS=None, EPOCHS=None, SEED=0,
+                  EXPORT=False)
 
     # no stage retrained, no SavedModel re-exported
     assert {p: os.stat(p).st_mtime_ns for p in artefacts} == before
@@ -121,15 +128,10 @@ def test_msa_unet_notebook_runs_the_ablation_table_at_the_tiny_preset(tiny_datas
     from keras_liver.cli import main as cli_main
     from keras_liver.experiments import msa_unet
 
-    nb = nbformat.read(os.path.join(REPO, "notebooks", "msa_unet.ipynb"), as_version=4)
     out = tmp_path / "runs"
-    nb = _with_parameters(nb, PRESET="tiny", DATA=tiny_dataset, OUT=str(out),
-                          TF_DATA=str(tmp_path / "tf_data"),
-                          ABLATIONS=list(msa_unet.ABLATION_KEYS), EPOCHS=None, SEED=0,
-                          EXPORT=True)
-    client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()
+    nb = _execute("msa_unet", tmp_path, PRESET="tiny", DATA=tiny_dataset, OUT=str(out),
+                  TF_DATA=str(tmp_path / "tf_data"), ABLATIONS=list(msa_unet.ABLATION_KEYS),
+                  EPOCHS=None, SEED=0, EXPORT=True)
 
     code = [c for c in nb.cells if c.cell_type == "code"]
     text = "\n".join(_text(c) for c in code)
@@ -187,15 +189,8 @@ def test_arunet_notebook_runs_at_the_tiny_preset(arunet_run, tmp_path):
     metrics = {m: pd.read_csv(os.path.join(run_dir, m, "metrics.csv")).set_index("case")
                for m in ("liver", "vessel")}
 
-    nb = nbformat.read(os.path.join(REPO, "notebooks", "arunet.ipynb"), as_version=4)
-    nb = _with_parameters(nb, DATA=None, PRESET="tiny", LOSS=None, OUT=run_dir,
-                          TF_DATA=tf_data, SEED=0)
-    client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
-    try:
-        client.execute()  # raises CellExecutionError naming the cell on any failure
-    finally:
-        nbformat.write(nb, str(tmp_path / "arunet.ipynb"))  # the executed notebook, to read
+    nb = _execute("arunet", tmp_path, DATA=None, PRESET="tiny", LOSS=None, OUT=run_dir,
+                  TF_DATA=tf_data, SEED=0)
 
     # neither model retrained, neither SavedModel re-exported
     assert {p: os.stat(p).st_mtime_ns for p in artefacts} == before
@@ -250,15 +245,8 @@ def test_bada_notebook_runs_at_the_tiny_preset(bada_run, tmp_path):
     with open(os.path.join(run_dir, "config.json")) as f:
         model_cfg = json.load(f)["model"]
 
-    nb = nbformat.read(os.path.join(REPO, "notebooks", "bada.ipynb"), as_version=4)
-    nb = _with_parameters(nb, DATA=None, PRESET="tiny", ABLATION=None, OUT=run_dir,
-                          TF_DATA=tf_data, SEED=0)
-    client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
-    try:
-        client.execute()  # raises CellExecutionError naming the cell on any failure
-    finally:
-        nbformat.write(nb, str(tmp_path / "bada.ipynb"))  # the executed notebook, to read
+    nb = _execute("bada", tmp_path, DATA=None, PRESET="tiny", ABLATION=None, OUT=run_dir,
+                  TF_DATA=tf_data, SEED=0)
 
     # not retrained, not re-exported
     assert {p: os.stat(p).st_mtime_ns for p in artefacts} == before

@@ -123,6 +123,8 @@ def run(config: dict[str, Any], *, data: str | None, out: str, tf_data: str,
     """Train ``config``, score the held-out test cases per segment, compare with the paper
     and export; what the command line does, as a function (used by the notebook). A finished
     run of the same config and data in ``out`` is evaluated as it is, not retrained."""
+    import pandas as pd
+
     from keras_liver import inference
     from keras_liver.metrics import report
 
@@ -136,12 +138,9 @@ def run(config: dict[str, Any], *, data: str | None, out: str, tf_data: str,
     common._log("scoring the held-out test cases per segment on their original grids")
     per_case, summary = evaluate(inference.Predictor.from_config(model, config), dataset,
                                  config, split="test", progress=progress)
-    from keras_liver.metrics import segments
-
-    report.write_results(
-        segments.with_segment_summary(per_case,
-                                      both_absent=config.get("evaluation", {}).get("both_absent", "one")),
-        out, name="metrics", summary=False)
+    # the segment summary ``evaluate`` computed (its global row holds the pooled segment means)
+    report.write_results(pd.concat([per_case.set_index("case"), summary]), out, name="metrics",
+                         summary=False)
     comparison = compare_with_paper(summary, experiment, model_name)
     comparison.to_csv(os.path.join(out, "comparison.csv"), index=False)
     saved = common.export_unless_current(out, model) if export else None

@@ -32,20 +32,22 @@ stage run directories (relative to it) and the inference settings::
      "inference": {"threshold": 0.5, "margin": 10, "tumour_stride": [64, 64, 16],
                    "batch_size": 2}}
 
+Windows run through :mod:`keras_liver.sliding_window` (the 2-D and 3-D predictors' module):
+``blend="mean"`` (default) is the averaging above, ``"gaussian"`` weights each window by
+nnU-Net's importance map instead; ``overlap`` replaces the strides by the step of that overlap.
 Memory is bounded by ``batch_size`` windows at a time plus a few float32 copies of the volume.
 """
 from __future__ import annotations
 
-import itertools
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import keras
 import numpy as np
 
+from keras_liver import sliding_window
 from keras_liver.data import volumetric
 from keras_liver.data.volumes import read_volume, write_volume
 from keras_liver.errors import ModelInputError
@@ -142,13 +144,18 @@ class RAUNetCascade:
         margin: voxels added around the localised and the predicted liver (paper: 10).
         tumour_stride: patch step per axis; default half a patch.
         batch_size: windows per forward pass (bounds memory).
+        blend: ``"mean"`` (the paper's averaging) or ``"gaussian"`` (nnU-Net's importance
+            weighting; :mod:`keras_liver.sliding_window`).
+        overlap: when given, the liver slabs' and tumour patches' step is the one of this
+            overlap (:func:`~keras_liver.sliding_window.step_for_overlap`) instead of the liver
+            config's ``stride`` and ``tumour_stride``.
         progress: show a progress bar per 3-D stage.
     """
 
     def __init__(self, localiser: Predictor, liver, liver_config: dict, tumour=None,
                  tumour_config: dict | None = None, *, threshold: float = 0.5,
                  margin: int = volumetric.LIVER_MARGIN, tumour_stride=None, batch_size: int = 2,
-                 progress: bool = False):
+                 blend: str = "mean", overlap: float | None = None, progress: bool = False):
         self.localiser = localiser
         self.liver = liver if isinstance(liver, Ensemble) else Ensemble([liver])
         self.liver_config = volumetric.resolve_config(liver_config)
@@ -171,6 +178,14 @@ class RAUNetCascade:
         if len(self.tumour_stride) != 3 or min(self.tumour_stride) < 1:
             raise ValueError(f"tumour_stride must be three positive steps, received {stride}")
         self.batch_size = int(batch_size)
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, received {batch_size}")
+        if blend not in sliding_window.BLENDS:
+            raise ValueError(f"blend must be one of {sliding_window.BLENDS}; received {blend!r}")
+        self.blend = blend
+        self.overlap = None if overlap is None else float(overlap)
+        if self.overlap is not None:
+            sliding_window.step_for_overlap(1, self.overlap)   # checks the range
         self.progress = bool(progress)
 
     @staticmethod
@@ -210,32 +225,16 @@ class RAUNetCascade:
 
     # ------------------------------------------------------------------ the stages
 
-    def _windows(self, ensemble: Ensemble, image: np.ndarray, starts, size, desc: str,
-                 accumulate_shape) -> np.ndarray:
-        """Mean probability of overlapping windows of ``image`` at ``starts`` (voxels no
-        window covers get 0)."""
-        from tqdm import tqdm
-
-        total = np.zeros(accumulate_shape, np.float32)
-        count = np.zeros(accumulate_shape, np.float32)
-        size = tuple(int(s) for s in size)
-        starts = [tuple(int(v) for v in s) for s in starts]
-        bar = tqdm(total=len(starts), desc=desc, unit="window", file=sys.stderr,
-                   disable=not self.progress, leave=False)
-        for i in range(0, len(starts), self.batch_size):
-            chunk = starts[i:i + self.batch_size]
-            regions = [tuple(slice(a, a + n) for a, n in zip(s, size)) for s in chunk]
-            batch = np.zeros((self.batch_size, *size, 1), np.float32)
-            # Always a full batch (the last one zero-padded): a smaller batch would make
-            # TensorFlow trace the 641-layer network again (measured: 4.6 s against 0.2 s).
-            batch[:len(chunk), ..., 0] = np.stack([image[r] for r in regions])
-            probs = ensemble.predict_on_batch(batch)[:len(chunk), ..., 0]
-            for r, p in zip(regions, probs):
-                total[r] += p
-                count[r] += 1.0
-            bar.update(len(chunk))
-        bar.close()
-        return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    def _windows(self, ensemble: Ensemble, image: np.ndarray, starts, size, desc: str
+                 ) -> np.ndarray:
+        """Blended probability of the windows of ``image`` at ``starts`` (the cascade's
+        ``blend``, mean by default: the paper's voting), ``batch_size`` windows per forward
+        pass; voxels no window covers get 0 (:func:`keras_liver.sliding_window.blend_windows`)."""
+        probs = sliding_window.blend_windows(
+            ensemble.predict_on_batch, image, starts, size,
+            weights=sliding_window.importance_map(size, self.blend), batch_size=self.batch_size,
+            progress=self.progress, desc=desc)
+        return probs[..., 0]
 
     def localise(self, hu: np.ndarray) -> tuple[slice, ...] | None:
         """Stage 1: the liver box (+ margin) from the 2-D model, or ``None`` if it finds none."""
@@ -248,10 +247,12 @@ class RAUNetCascade:
         crop = normalised[tuple(box)]
         image = np.clip(volumetric.resize_in_plane(crop, cfg["in_plane"], order=1), 0.0, 1.0)
         image, before = volumetric.pad_to(image, (0, 0, cfg["depth"]))
-        starts = [(0, 0, int(z)) for z in volumetric.slab_starts(image.shape[2], cfg["depth"],
-                                                                 cfg["stride"])]
+        step = (cfg["stride"] if self.overlap is None
+                else sliding_window.step_for_overlap(cfg["depth"], self.overlap))
+        starts = [(0, 0, z) for z in sliding_window.window_starts(image.shape[2], cfg["depth"],
+                                                                 step)]
         probs = self._windows(self.liver, image, starts, (*cfg["in_plane"], cfg["depth"]),
-                              "liver slabs", image.shape)
+                              "liver slabs")
         probs = probs[:, :, before[2]:before[2] + crop.shape[2]]
         return np.clip(volumetric.resize_in_plane(probs, crop.shape[:2], order=1), 0.0, 1.0)
 
@@ -262,11 +263,11 @@ class RAUNetCascade:
         crop = normalised[tuple(box)]
         image, before = volumetric.pad_to(crop, patch)
         inside, _ = volumetric.pad_to(liver[tuple(box)], patch, 0)
-        axes = [volumetric.slab_starts(n, p, s)
-                for n, p, s in zip(image.shape, patch, self.tumour_stride)]
-        starts = [s for s in itertools.product(*axes)
+        steps = (self.tumour_stride if self.overlap is None
+                 else sliding_window.steps_for_overlap(patch, self.overlap))
+        starts = [s for s in sliding_window.grid_starts(image.shape, patch, steps)
                   if inside[tuple(slice(a, a + p) for a, p in zip(s, patch))].any()]
-        probs = self._windows(self.tumour, image, starts, patch, "tumour patches", image.shape)
+        probs = self._windows(self.tumour, image, starts, patch, "tumour patches")
         return probs[tuple(slice(b, b + n) for b, n in zip(before, crop.shape))]
 
     def run(self, hu: np.ndarray) -> CascadeOutput:

@@ -6,8 +6,9 @@
     keras-liver train    --experiment ra_vnet [--preset demo] --data tf_data/NAME --out RUN
     keras-liver evaluate PRED_DIR REF_DIR [--out DIR]
     keras-liver export   RUN_DIR [--out DIR] [--version N]
-    keras-liver predict  --model RUN_DIR|ra_unet|arunet IN.nii.gz [IN2 ...] --out OUT.nii.gz|DIR
-                         [--tta flips|none]
+    keras-liver predict  --model RUN_DIR|ra_unet|arunet IN.nii.gz|DIR [IN2 ...] --out OUT.nii.gz|DIR
+                         [--tta flips|none] [--blend mean|gaussian] [--overlap F]
+                         [--batch-size N] [--no-largest-component]
 
 Bad input ends with one line ``keras-liver: error: <file>: <problem>`` and exit status 2.
 """
@@ -117,59 +118,69 @@ def _cmd_export(args):
 
 
 def resolve_model(model: str) -> str:
-    """The run directory of ``--model``: a directory as given, or a paper's name (no path
-    separator) for its experiment's default run directory ``runs/NAME``, where
-    ``python -m keras_liver.experiments.NAME`` writes."""
-    if os.path.isdir(model):
-        return model
-    if os.sep in model:
-        raise FileNotFoundError(f"{model}: no such run directory")
-    default = os.path.join("runs", model)
-    if os.path.isdir(default):
-        return default
-    raise FileNotFoundError(
-        f"{model}: no such run directory, and no trained {model!r} in {default}; train one "
-        f"with `python -m keras_liver.experiments.{model}` or pass its run directory")
+    """The run directory of ``--model`` (:func:`keras_liver.inference.resolve_model`)."""
+    from keras_liver.inference import resolve_model as resolve
+
+    return resolve(model)
 
 
-def load_predictor(model: str, *, progress: bool = False, tta: str | None = None):
-    """A predictor for ``--model``: the RA-UNet cascade for a directory with
-    ``cascade.json``, the Attention Residual UNet's linked liver and vessel models for one with
-    ``linked.json``, else the 2-D slice-by-slice predictor of a training run. ``tta``:
-    ``None`` keeps the run's test-time augmentation (``inference.tta`` of its config),
-    ``"flips"`` averages the identity, horizontal and vertical flips, ``"none"`` turns it off."""
-    from keras_liver.cascade import RAUNetCascade, is_cascade_run
-    from keras_liver.errors import ModelInputError
-    from keras_liver.inference import TTA_FLIPS, Predictor
-    from keras_liver.linked import LinkedLiverVessel, is_linked_run
+def load_predictor(model: str, *, progress: bool = False, tta: str | None = None, **options):
+    """The predictor for ``--model`` (:func:`keras_liver.inference.load`): the RA-UNet cascade
+    for a directory with ``cascade.json``, the Attention Residual UNet's linked liver and
+    vessel models for one with ``linked.json``, a 3-D run's sliding windows, else the 2-D
+    slice-by-slice predictor of a training run. ``tta``: ``None`` keeps the run's test-time
+    augmentation (``inference.tta`` of its config), ``"flips"`` averages the identity and
+    every flip, ``"none"`` turns it off; ``options``: ``blend``, ``overlap``, ``batch_size``,
+    ``largest_component`` (``None`` keeps the run's)."""
+    from keras_liver.inference import load
 
-    run_dir = resolve_model(model)
-    if is_cascade_run(run_dir):
-        if tta is not None:
-            raise ModelInputError(f"{run_dir}: --tta applies to 2-D runs; the RA-UNet cascade "
-                                  f"has no test-time augmentation")
-        return RAUNetCascade.from_run(run_dir, progress=progress)
-    if is_linked_run(run_dir):
-        if tta is not None:
-            raise ModelInputError(f"{run_dir}: --tta applies to single 2-D runs; the linked "
-                                  f"liver and vessel models have no test-time augmentation")
-        return LinkedLiverVessel.from_run(run_dir)
-    kwargs = {} if tta is None else {"tta": tuple(TTA_FLIPS) if tta == "flips" else ()}
-    return Predictor.from_run(run_dir, **kwargs)
+    return load(model, progress=progress, tta=tta, **options)
+
+
+def _overlap(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), e.g. 0.5; got {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
+    return value
 
 
 def _cmd_predict(args):
     from tqdm import tqdm
 
-    from keras_liver.data.volumes import strip_nifti_suffix
+    from keras_liver import inference
+    from keras_liver.data.volumes import is_nifti
+    from keras_liver.errors import DataError
 
-    predictor = load_predictor(args.model, progress=not args.no_progress, tta=args.tta)
-    many = len(args.inputs) > 1 or os.path.isdir(args.out) or args.out.endswith(os.sep)
-    for path in tqdm(args.inputs, desc="predict", disable=args.no_progress or len(args.inputs) == 1,
-                     file=sys.stderr):
-        out = (os.path.join(args.out, strip_nifti_suffix(os.path.basename(path)) + "_pred.nii.gz")
-               if many else args.out)
-        predictor.predict_file(path, out)
+    files = inference.expand_inputs(args.inputs)
+    many = (len(files) > 1 or any(os.path.isdir(p) for p in args.inputs)
+            or os.path.isdir(args.out) or args.out.endswith(os.sep))
+    if many:
+        outs = inference.output_paths(files, args.out)
+    elif not is_nifti(args.out):
+        raise DataError(args.out, "the output of one input must be a .nii or .nii.gz file "
+                                  "(or an existing folder)")
+    else:
+        outs = [args.out]
+    predictor = load_predictor(
+        args.model, progress=not args.no_progress, tta=args.tta, blend=args.blend,
+        overlap=args.overlap, batch_size=args.batch_size,
+        largest_component=False if args.no_largest_component else None)
+    for src, out in tqdm(list(zip(files, outs)), desc="predict", unit="volume", file=sys.stderr,
+                         disable=args.no_progress or len(files) == 1):
+        predictor.predict_file(src, out)
         print(out)
 
 
@@ -239,11 +250,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run directory (a 2-D training run, a cascade run with cascade.json or "
                         "a linked run with linked.json), or a paper name such as ra_unet or "
                         "arunet for its default run directory runs/NAME")
-    s.add_argument("inputs", nargs="+", help="input NIfTI file(s)")
-    s.add_argument("--out", required=True, help="output file (one input) or folder")
+    s.add_argument("inputs", nargs="+",
+                   help="input NIfTI file(s) or folder(s) (every *.nii / *.nii.gz in them, sorted)")
+    s.add_argument("--out", required=True,
+                   help="output file (one input file) or folder (several inputs, or a folder: "
+                        "OUT/<name>_pred.nii.gz each)")
     s.add_argument("--tta", choices=["flips", "none"], default=None,
-                   help="test-time augmentation: average the identity, horizontal and vertical "
-                        "flips, or none; default: the run's own setting (MSA-UNet: flips)")
+                   help="test-time augmentation: average the identity and every flip (2-D: "
+                        "vertical and horizontal; 3-D runs: also along z), or none; default: "
+                        "the run's own setting (MSA-UNet: flips)")
+    s.add_argument("--blend", choices=["mean", "gaussian"], default=None,
+                   help="blending of overlapping windows (3-D runs and the cascade): their "
+                        "mean, or nnU-Net's Gaussian importance weighting; default: the run's "
+                        "(mean)")
+    s.add_argument("--overlap", type=_overlap, default=None,
+                   help="overlap of neighbouring windows (3-D runs and the cascade), e.g. 0.5; "
+                        "default: the run's strides")
+    s.add_argument("--batch-size", type=_positive, default=None,
+                   help="slices (2-D) or windows (3-D) per forward pass; bounds memory; "
+                        "default: the run's (2-D 8, 3-D 2)")
+    s.add_argument("--no-largest-component", action="store_true",
+                   help="keep every connected component of the label (default: the run's "
+                        "post-processing, largest 3-D component for liver models)")
     return p
 
 

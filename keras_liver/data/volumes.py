@@ -51,7 +51,8 @@ class Volume:
 def read_volume(path: str, dtype=np.float32, *, check_finite: bool = True) -> Volume:
     """Read a 3-D NIfTI volume as ``dtype`` (scaling by the header's slope/intercept).
 
-    Raises :class:`DataError` naming the file when it is missing, truncated or corrupt,
+    Raises :class:`DataError` naming the file when it is missing, truncated or corrupt (a
+    ``.nii.gz`` whose gzip stream ends early too, even when the voxels were all there),
     not 3-D (a trailing singleton 4th axis is dropped), or holds NaN/inf voxels.
     """
     path = str(path)
@@ -63,6 +64,8 @@ def read_volume(path: str, dtype=np.float32, *, check_finite: bool = True) -> Vo
                           else img.dataobj)
     except (EOFError, OSError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as err:
         raise DataError(path, f"cannot read NIfTI (truncated or corrupt file): {err}") from None
+    if path.endswith(".gz"):
+        _check_gzip_complete(path, img)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -72,6 +75,33 @@ def read_volume(path: str, dtype=np.float32, *, check_finite: bool = True) -> Vo
         raise DataError(path, f"{bad} voxel(s) are NaN or infinite")
     return Volume(data=data.astype(dtype, copy=False), affine=np.asarray(img.affine, dtype=np.float64),
                   header=img.header.copy(), path=path)
+
+
+def _check_gzip_complete(path: str, img) -> None:
+    """Raise :class:`DataError` when a ``.nii.gz`` file's gzip stream is cut short.
+
+    nibabel reads only as many bytes as the header asks for, so a file missing the end of its
+    gzip stream (a truncated copy losing its last bytes) still yields the voxels. The gzip
+    trailer's last four bytes hold the uncompressed size; when they do not match the size the
+    header implies, the stream is decompressed to its end (several gzip members are legal),
+    and an early end is an error.
+    """
+    import gzip
+
+    expected = int(img.header.get("vox_offset", 0)) + int(
+        np.prod(img.header.get_data_shape(), dtype=np.int64)) * img.header.get_data_dtype().itemsize
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() >= 4:
+            f.seek(-4, os.SEEK_END)
+            if int.from_bytes(f.read(4), "little") == expected % 2 ** 32:
+                return
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(1 << 24):
+                pass
+    except (EOFError, OSError, zlib.error) as err:
+        raise DataError(path, f"cannot read NIfTI (truncated or corrupt file): {err}") from None
 
 
 def write_volume(path: str, data: np.ndarray, affine: np.ndarray, header=None, dtype=None) -> str:

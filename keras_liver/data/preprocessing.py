@@ -39,18 +39,20 @@ Arrays are in nibabel ``(x, y)`` order; a slice ``(X, Y)`` is treated as an imag
 The NumPy/OpenCV references (``*_np``) implement the same formulas with a bare loop; tests
 and benchmarks compare the TF versions against them.
 
-CLAHE runs through ``tf.numpy_function`` (OpenCV), so a preprocessing graph with CLAHE
-cannot be serialised into a SavedModel; everything else is pure TF.
+Everything is pure TF: CLAHE is :func:`keras_liver.data.clahe.clahe_uint8`, OpenCV's algorithm
+in TF ops (bit-identical to ``cv2.createCLAHE``), so a preprocessing graph with CLAHE runs on
+any device and serialises into a SavedModel.
 """
 from __future__ import annotations
 
 import copy
-import threading
 from typing import Any, Mapping
 
 import cv2
 import numpy as np
 import tensorflow as tf
+
+from keras_liver.data.clahe import clahe_uint8
 
 ZSCORE_EPSILON = 1e-6
 
@@ -210,43 +212,15 @@ def to_uint8(x01):
     return tf.cast(tf.round(x * np.float32(255.0)), tf.uint8)
 
 
-_clahe_local = threading.local()
-
-
-def _clahe_object(clip_limit: float, tile_grid):
-    """One ``cv2.CLAHE`` per thread and setting (tf.data runs maps on several threads)."""
-    cache = getattr(_clahe_local, "objects", None)
-    if cache is None:
-        cache = _clahe_local.objects = {}
-    key = (float(clip_limit), tuple(int(t) for t in tile_grid))
-    obj = cache.get(key)
-    if obj is None:
-        obj = cache[key] = cv2.createCLAHE(clipLimit=key[0], tileGridSize=key[1])
-    return obj
-
-
-def _clahe_uint8_batch(images: np.ndarray, clip_limit: float, tile_grid) -> np.ndarray:
-    clahe_obj = _clahe_object(clip_limit, tile_grid)
-    images = np.ascontiguousarray(images, dtype=np.uint8)
-    out = np.empty_like(images)
-    for i in range(images.shape[0]):
-        out[i] = clahe_obj.apply(images[i])
-    return out
-
-
 def clahe(x01, clip_limit: float = 2.0, tile_grid=(8, 8)):
     """OpenCV CLAHE of a batch ``(N, H, W)`` of [0, 1] images; returns float32 in [0, 1].
 
-    The image is quantised with :func:`to_uint8`, equalised by ``cv2.createCLAHE`` (via
-    ``tf.numpy_function``, usable in a parallel ``tf.data`` map) and divided by 255.
-    ``tile_grid`` is OpenCV's ``tileGridSize`` (columns, rows).
+    The image is quantised with :func:`to_uint8`, equalised by
+    :func:`keras_liver.data.clahe.clahe_uint8` (TF ops, equal to ``cv2.createCLAHE`` with
+    ``clipLimit=clip_limit, tileGridSize=tile_grid``) and divided by 255. ``tile_grid`` is
+    OpenCV's ``tileGridSize`` (columns, rows).
     """
-    u8 = to_uint8(x01)
-    tile_grid = tuple(int(t) for t in tile_grid)
-    out = tf.numpy_function(
-        lambda a: _clahe_uint8_batch(a, clip_limit, tile_grid), [u8], tf.uint8,
-        stateful=False, name="clahe")
-    out = tf.ensure_shape(out, u8.shape)
+    out = clahe_uint8(to_uint8(x01), clip_limit, tuple(int(t) for t in tile_grid))
     return tf.cast(out, tf.float32) / np.float32(255.0)
 
 

@@ -14,8 +14,9 @@ scanner's scale, for MRI runs), and applies the run's own preprocessing in Tenso
 
 - 2-D runs: ``image_hu`` ``(N, H, W)``: N raw axial slices at any H, W (a volume
   ``(X, Y, Z)`` sent as ``transpose(volume, (2, 0, 1))``). In the graph:
-  :func:`keras_liver.data.preprocessing.preprocess_batch` (window, CLAHE, normalisation,
-  resize to the model's size), the model, the run's test-time flips (run config
+  :func:`keras_liver.data.preprocessing.preprocess_batch` (window, CLAHE in TF ops — the
+  OpenCV-identical :func:`~keras_liver.data.preprocessing.clahe` —, normalisation, resize
+  to the model's size), the model, the run's test-time flips (run config
   ``inference.tta``; the mean over the identity and each flip), the probabilities resized
   back to ``(H, W)`` bilinearly as :func:`~keras_liver.data.preprocessing.restore_slices`
   does. Outputs ``probabilities`` float32 ``(N, H, W, C)`` and ``label`` int32 ``(N, H, W)``.
@@ -231,8 +232,8 @@ def export_model(model: keras.Model, out: str, *, threshold: float = 0.5,
         serve_hu, hu_contract = make(forward, channels, preprocessing, threshold, inference)
         # One trace, reused by tf.saved_model.save (the input signature is fixed).
         if _runs_python(serve_hu.get_concrete_function()):
-            reason = ("the preprocessing runs Python (tf.numpy_function: OpenCV CLAHE in "
-                      "keras_liver.data.preprocessing.clahe), which a SavedModel cannot hold")
+            reason = ("the preprocessing runs Python (a tf.numpy_function or tf.py_function "
+                      "op), which a SavedModel cannot hold")
             warnings.warn(f"{HU_SIGNATURE} left out of the export: {reason}", stacklevel=2)
             serve_hu, hu_contract = None, {"available": False, "reason": reason}
         else:

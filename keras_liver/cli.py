@@ -237,7 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("ref_dir")
     s.add_argument("--out", default=None, help="folder for metrics.csv and metrics.md")
 
-    s = add("export", _cmd_export, "export a run's best model as a SavedModel for TF Serving")
+    s = add("export", _cmd_export, "export a run's best model as a SavedModel for TF Serving: "
+            "signature serving_default takes preprocessed network inputs, serve_hu raw HU "
+            "slices (2-D runs) or a volume (3-D runs) with the run's preprocessing in the "
+            "graph (docs/inference.md)")
     s.add_argument("run_dir")
     s.add_argument("--out", default=None, help="default RUN_DIR/saved_model")
     s.add_argument("--version", type=int, default=None, help="write into OUT/<version> (TF Serving layout)")

@@ -35,12 +35,15 @@ labels are reduced to their largest 3-D connected component
 ``preprocessing=`` when given, else True. ``tta=None`` likewise takes the run's
 ``inference.tta`` for ``serving_default``.
 
-Batch size. A 512x512 slice is 262,144 values; as JSON an HU slice is about 1.8 MB
-(``-1024.0,`` per voxel) and its answer about 5 MB (float32 probabilities written with up to
-nine digits, plus the labels), so the default of 8 slices per REST request keeps requests near
-15 MB and answers near 40 MB: bounded memory on both sides and a request every second or two,
-the same batch the local predictor runs. gRPC sends raw float32 (1 MB a slice); its channel
-allows messages up to ``max_message_bytes`` (1 GiB), which a 3-D ``serve_hu`` volume needs.
+Batch size. A 512x512 slice is 262,144 values. As compact JSON an HU slice is about 1.6 MB
+(``-87.0,`` a voxel; each float32 is written exactly, as the shortest double that rounds to it,
+so TF Serving converts it without loss) and the 2-D answer about 6.1 MB (float32 probabilities
+at ~18 characters each, plus the labels). The default of 8 slices a request keeps requests
+near 13 MB and answers near 50 MB: bounded memory on both sides (``serve_hu`` runs all the
+slices of a request through the network as one batch, times 1 + flips), the same batch the
+local predictor runs, and a request every few seconds on a CPU. gRPC sends raw float32 (1 MB
+a slice); its channel allows messages up to ``max_message_bytes`` (1 GiB; TF Serving's own
+limit is 2 GiB), which a 3-D ``serve_hu`` volume, sent whole, needs: prefer gRPC for 3-D runs.
 
 Errors from the server (REST: HTTP 4xx/5xx with ``{"error": ...}``; gRPC: a status code and
 details), a refused connection and a timeout all raise :class:`ServingError`, whose message
@@ -369,7 +372,7 @@ class RestClient(_Client):
     def request(self, method: str, path: str, body: Any = None) -> Any:
         """One HTTP request to the server; the decoded JSON answer."""
         url = self.url + path
-        data = None if body is None else json.dumps(body).encode("utf-8")
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode("utf-8")
         req = urllib.request.Request(url, data=data, method=method,
                                      headers={"Content-Type": "application/json"})
         try:

@@ -322,7 +322,7 @@ class _RestHandler(BaseHTTPRequestHandler):
         pass
 
     def _reply(self, status: int, payload: dict):
-        data = json.dumps(payload).encode("utf-8")
+        data = json.dumps(payload, separators=(",", ":")).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))

@@ -16,6 +16,7 @@ clamped — the same convention as ``tf.image.resize``/``UpSampling2D`` bilinear
 """
 from __future__ import annotations
 
+import keras
 from keras import layers
 
 SUPPORTED_RANKS = (2, 3)
@@ -97,6 +98,12 @@ def upsampling(rank: int, size=2, interpolation: str = "nearest", **kwargs) -> l
             f"interpolation must be 'nearest' or one of {LINEAR_INTERPOLATIONS}; "
             f"received {interpolation!r}")
     if rank == 2:
+        if "dtype" not in kwargs and keras.config.dtype_policy().compute_dtype != "float32":
+            # Under a mixed policy the bilinear up-sampling computes in float32: the gradient
+            # of tf.image.resize is float32 while the next ReLU's is 16-bit, and XLA refuses
+            # to compile the mixed-precision train step (keras-team/keras#20931,
+            # tensorflow/tensorflow#81273; the maintainers' workaround). No weights change.
+            kwargs["dtype"] = "float32"
         return layers.UpSampling2D(size=sizes, interpolation="bilinear", **kwargs)
     from keras_liver.layers import LinearUpSampling
 

@@ -44,7 +44,7 @@ TABLES = ("results", "discussion")
 def resolve_config(experiment: dict[str, Any], preset: str, *, loss: str | None = None,
                    epochs: int | None = None, batch_size: int | None = None,
                    learning_rate: float | None = None, jobs: int | None = None, seed: int = 0,
-                   precision: str | None = None) -> dict[str, Any]:
+                   precision: str | None = None, jit: bool | None = None) -> dict[str, Any]:
     """The preset's config with both models' training configs resolved: the loss named by
     ``loss`` (default: the preset's, DiceCE) spelled out from the experiment's ``losses``,
     and the command line's overrides applied to both models."""
@@ -64,7 +64,7 @@ def resolve_config(experiment: dict[str, Any], preset: str, *, loss: str | None 
             raise ValueError(f"unknown loss {chosen!r}; choose one of {sorted(experiment['losses'])}")
         m["training"]["loss"] = copy.deepcopy(experiment["losses"][chosen])
         common.apply_overrides(m, epochs=epochs, batch_size=batch_size,
-                               learning_rate=learning_rate, precision=precision)
+                               learning_rate=learning_rate, precision=precision, jit=jit)
     config["loss"] = loss if loss is not None else config["models"]["liver"]["training"]["loss"]["name"]
     return config
 
@@ -298,9 +298,8 @@ def main(argv=None) -> int:
     elapsed = common.timer()
 
     experiment = common.load_experiment(PAPER)
-    config = resolve_config(experiment, args.preset, loss=args.loss, epochs=args.epochs,
-                            batch_size=args.batch_size, learning_rate=args.learning_rate,
-                            jobs=args.jobs, seed=args.seed, precision=args.precision)
+    config = resolve_config(experiment, args.preset, loss=args.loss, jobs=args.jobs,
+                            **common.recipe_overrides(args))
     sources = task_sources(args.data, liver=args.liver_data, vessel=args.vessel_data,
                            config=config)
     r = run(config, sources=sources, out=args.out, tf_data=args.tf_data, experiment=experiment,

@@ -167,9 +167,8 @@ def main(argv=None) -> int:
     elapsed = common.timer()
 
     experiment = common.load_experiment(PAPER)
-    config = resolve_config(experiment, args.preset, ablation=args.ablation, epochs=args.epochs,
-                            batch_size=args.batch_size, learning_rate=args.learning_rate,
-                            seed=args.seed, precision=args.precision)
+    config = resolve_config(experiment, args.preset, ablation=args.ablation,
+                            **common.recipe_overrides(args))
     r = run(config, data=args.data, out=args.out, tf_data=args.tf_data, experiment=experiment,
             progress=not args.no_progress, export=not args.no_export)
 

@@ -44,7 +44,7 @@ def load_experiment(paper: str) -> dict[str, Any]:
 def resolve_config(experiment: dict[str, Any], preset: str, *, variant: str | None = None,
                    epochs: int | None = None, batch_size: int | None = None,
                    learning_rate: float | None = None, seed: int = 0,
-                   precision: str | None = None) -> dict[str, Any]:
+                   precision: str | None = None, jit: bool | None = None) -> dict[str, Any]:
     presets = experiment["presets"]
     if preset not in presets:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(presets)}")
@@ -57,14 +57,22 @@ def resolve_config(experiment: dict[str, Any], preset: str, *, variant: str | No
             raise ValueError(f"unknown variant {variant!r}; choose one of {sorted(variants)}")
         config["model"] = _model_for_variant(config["model"], variant)
     return apply_overrides(config, epochs=epochs, batch_size=batch_size,
-                           learning_rate=learning_rate, precision=precision)
+                           learning_rate=learning_rate, precision=precision, jit=jit)
+
+
+#: Keras dtype policies a run may train under (``training.precision``). Under the mixed
+#: ones the layers compute in float16/bfloat16 with float32 variables, while every model's
+#: output head and every loss computes in float32 (see ``keras_liver.blocks`` and
+#: ``keras_liver.losses``); ``mixed_float16`` adds Keras' dynamic loss scaling.
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 def apply_overrides(config: dict[str, Any], *, epochs: int | None = None,
                     batch_size: int | None = None, learning_rate: float | None = None,
-                    precision: str | None = None) -> dict[str, Any]:
+                    precision: str | None = None, jit: bool | None = None) -> dict[str, Any]:
     """Apply the command line's recipe overrides (``None`` = keep) to one training config
-    (keys ``data`` and ``training``), in place; returns it."""
+    (keys ``data`` and ``training``), in place; returns it. ``jit`` sets
+    ``training.jit_compile`` (XLA compilation of the train, test and predict steps)."""
     if epochs is not None:
         config["training"]["epochs"] = epochs
     if batch_size is not None:
@@ -72,8 +80,20 @@ def apply_overrides(config: dict[str, Any], *, epochs: int | None = None,
     if learning_rate is not None:
         config["training"]["optimizer"]["learning_rate"] = learning_rate
     if precision is not None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, received {precision!r}")
         config["training"]["precision"] = precision
+    if jit is not None:
+        config["training"]["jit_compile"] = bool(jit)
     return config
+
+
+def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe overrides of a :func:`base_parser` command line, as keyword arguments of
+    the experiments' ``resolve_config`` (``None``: keep the preset's)."""
+    return {"epochs": args.epochs, "batch_size": args.batch_size,
+            "learning_rate": args.learning_rate, "precision": args.precision,
+            "jit": True if args.jit else None, "seed": args.seed}
 
 
 def _model_for_variant(model: dict[str, Any], variant: str) -> dict[str, Any]:
@@ -328,12 +348,19 @@ def base_parser(paper: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     p.add_argument("--batch-size", type=int, default=None, help="override the global batch size")
     p.add_argument("--learning-rate", type=float, default=None, help="override the learning rate")
-    p.add_argument("--precision", default=None,
-                   choices=["float32", "mixed_float16", "mixed_bfloat16"],
-                   help="Keras dtype policy (losses and outputs stay float32)")
+    add_compute_options(p)
     p.add_argument("--seed", type=int, default=0, help="seed for split, shuffling and initialisation")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
+
+
+def add_compute_options(p: argparse.ArgumentParser) -> None:
+    """``--precision`` and ``--jit``, shared by the experiments and ``keras-liver train``."""
+    p.add_argument("--precision", default=None, choices=list(PRECISIONS),
+                   help="Keras dtype policy (default: the preset's, float32); the output "
+                        "heads and the losses stay float32")
+    p.add_argument("--jit", action="store_true",
+                   help="compile the train, test and predict steps with XLA (jit_compile)")
 
 
 def timer():

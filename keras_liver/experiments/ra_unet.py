@@ -54,9 +54,9 @@ PAPER_COLUMNS = {"dice_per_case": ("mean", "dice"), "dice_global": ("global", "d
 def resolve_config(experiment: dict[str, Any], preset: str, *, epochs: int | None = None,
                    batch_size: int | None = None, learning_rate: float | None = None,
                    folds: int | None = None, jobs: int | None = None, seed: int = 0,
-                   precision: str | None = None) -> dict[str, Any]:
+                   precision: str | None = None, jit: bool | None = None) -> dict[str, Any]:
     """The preset with command-line overrides applied to every stage (``epochs``,
-    ``batch_size``, ``learning_rate``, ``precision``), ``folds`` to both 3-D stages and
+    ``batch_size``, ``learning_rate``, ``precision``, ``jit``), ``folds`` to both 3-D stages and
     ``jobs`` (parallel stage trainings, see :func:`train_stages`)."""
     presets = experiment["presets"]
     if preset not in presets:
@@ -66,7 +66,7 @@ def resolve_config(experiment: dict[str, Any], preset: str, *, epochs: int | Non
     config["seed"] = int(seed)
     for stage in config["stages"].values():
         common.apply_overrides(stage, epochs=epochs, batch_size=batch_size,
-                               learning_rate=learning_rate, precision=precision)
+                               learning_rate=learning_rate, precision=precision, jit=jit)
     if folds is not None:
         if int(folds) < 1:
             raise ValueError(f"folds must be >= 1, received {folds}")
@@ -268,10 +268,8 @@ def main(argv=None) -> int:
     from keras_liver.metrics import report
 
     experiment = common.load_experiment(PAPER)
-    config = resolve_config(experiment, args.preset, epochs=args.epochs,
-                            batch_size=args.batch_size, learning_rate=args.learning_rate,
-                            folds=args.folds, jobs=args.jobs, seed=args.seed,
-                            precision=args.precision)
+    config = resolve_config(experiment, args.preset, folds=args.folds, jobs=args.jobs,
+                            **common.recipe_overrides(args))
     result = run(config, data=args.data, out=args.out, tf_data=args.tf_data,
                  experiment=experiment, progress=not args.no_progress,
                  paper_table=args.paper_table, export=not args.no_export)

@@ -40,10 +40,8 @@ def main(argv=None) -> int:
     from keras_liver.metrics import report
 
     experiment = common.load_experiment(PAPER)
-    config = common.resolve_config(
-        experiment, args.preset, variant=args.variant, epochs=args.epochs,
-        batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
-        precision=args.precision)
+    config = common.resolve_config(experiment, args.preset, variant=args.variant,
+                                   **common.recipe_overrides(args))
     os.makedirs(args.out, exist_ok=True)
     data = common.prepare_data(args.data, config, tf_data=args.tf_data, workdir=args.out,
                                seed=args.seed, name=f"phantom-{PAPER}-{args.preset}",

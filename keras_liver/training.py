@@ -336,6 +336,12 @@ def train(config: dict[str, Any], *, data: str, out_dir: str, seed: int | None =
     ``batch_size`` the global batch. Re-running with the same ``out_dir`` resumes an
     interrupted run from its last completed epoch. ``callbacks`` are added before the
     runner's own.
+
+    Under a multi-worker strategy (``training.strategy`` ``"multi_worker"``, or ``"auto"`` with
+    a ``TF_CONFIG`` cluster; docs/distributed.md) every worker calls ``train`` alike: the chief
+    writes ``out_dir``, every other worker writes the same files to ``out_dir/workertemp_<i>``,
+    deleted at the end, and the epochs run in :func:`keras_liver.distribute.fit` (Keras 3's
+    ``fit`` does not run under that strategy).
     """
     from keras_liver import distribute
 
@@ -411,12 +417,11 @@ def train(config: dict[str, Any], *, data: str, out_dir: str, seed: int | None =
                     validation_data=datasets["val"], epochs=int(training["epochs"]),
                     steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose)
             else:
+                # shuffle=False: the pipeline shuffles (seeded); fit cannot shuffle a tf.data input
                 history = model.fit(
                     datasets["train"], validation_data=datasets["val"],
                     epochs=int(training["epochs"]), steps_per_epoch=steps_per_epoch,
-                    callbacks=callbacks, verbose=verbose,
-                    shuffle=False,  # the pipeline shuffles (seeded); fit cannot shuffle a tf.data input
-                )
+                    callbacks=callbacks, verbose=verbose, shuffle=False)
         # Every worker saves (saving reads distributed variables); only the chief's files stay.
         model.save(os.path.join(write_dir, LAST_MODEL))
         best_path = os.path.join(write_dir, BEST_MODEL)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import urllib.error
 import urllib.request
+import warnings
 
 import nibabel as nib
 import numpy as np
@@ -28,6 +30,11 @@ from keras_liver.serving.client import GrpcClient, RestClient, ServingError  # n
 from keras_liver.serving.testing import LoopbackServer, grpc_available  # noqa: E402
 
 PREP = {"window": [-100.0, 200.0], "image_size": [32, 32]}
+#: One worker runs the module (make test: --dist loadgroup), so the exports are built once.
+#: The mark is xdist's; with the plugin off (``-p no:xdist``) it is unknown and does nothing.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
+    pytestmark = pytest.mark.xdist_group("serving")
 needs_grpc = pytest.mark.skipif(not grpc_available(),
                                 reason="tensorflow-serving-api (the serving extra) not installed")
 
@@ -320,6 +327,17 @@ def test_rest_serve_hu_contract_assembles_the_volume(server, name):
                               largest_component=False).predict_volume(vol)
     np.testing.assert_array_equal(all_parts, ref)
     assert largest_component(ref).sum() < ref.sum()
+    # the caller's threshold over the run's: p > 0.9 <=> HU > 100 + 25 ln 9
+    _, strict = RestClient(server.rest_url, model=name, threshold=0.9,
+                           largest_component=False).predict_volume(vol)
+    np.testing.assert_array_equal(strict, vol > 100.0 + 25.0 * np.log(9.0))
+    # a 3-D model with C > 1 channels answers (X, Y, Z, C) like a 2-D one: the run's json
+    # (signatures.serve_hu.kind) or volumetric= says which it is
+    run3d = {"preprocessing": {"kind": "liver_slabs", "window": [-100, 200]},
+             "signatures": {"serve_hu": {"kind": "liver_slabs"}}}
+    assert RestClient(server.rest_url, model="hu2d", preprocessing=run3d)._mode() == "hu_volume"
+    assert RestClient(server.rest_url, model="hu2d", volumetric=True)._mode() == "hu_volume"
+    assert RestClient(server.rest_url, model="hu2d")._mode() == "hu_slices"
 
 
 @pytest.mark.parametrize("name", ["tiny2d", "tiny_classes"])
@@ -523,8 +541,6 @@ def test_grpc_client_matches_rest(server, exports):
 
 
 def test_grpc_client_without_the_serving_extra_says_so(monkeypatch):
-    import sys
-
     monkeypatch.setitem(sys.modules, "tensorflow_serving.apis", None)
     with pytest.raises(ImportError, match=r'pip install "keras-liver\[serving\]"'):
         GrpcClient("localhost:8500")

@@ -27,8 +27,9 @@ How a volume is sent depends on the signature (read from the model's metadata, o
   TTA, resizes the probabilities back and thresholds them: the steps of
   :class:`keras_liver.inference.Predictor`, with the model run by the server.
 
-Labels are the server's ``label`` output (``serve_hu``) or ``probabilities > threshold`` /
-the argmax (``serving_default``, as :class:`~keras_liver.inference.Predictor`). One-channel
+Labels are the server's ``label`` output (``serve_hu``; ``threshold=`` re-thresholds its
+one-channel probabilities) or ``probabilities > threshold`` (default: the run's) / the argmax
+(``serving_default``, as :class:`~keras_liver.inference.Predictor`). One-channel
 labels are reduced to their largest 3-D connected component
 (:func:`keras_liver.postprocess.largest_component`; not in the graph) unless
 ``largest_component=False``; ``None`` takes the run's ``postprocess.largest_component`` from
@@ -133,10 +134,13 @@ def load_preprocessing(preprocessing) -> dict[str, Any]:
         raise ValueError(f"{where}: expected a data config object or {PREPROCESSING_ASSET}, "
                          f"received {type(preprocessing).__name__}")
     from keras_liver.data import preprocessing as prep
+    from keras_liver.data import volumetric
 
     out = dict(preprocessing) if "preprocessing" in preprocessing else {"preprocessing": preprocessing}
+    resolve = (volumetric.resolve_config if volumetric.is_volumetric(out["preprocessing"])
+               else prep.resolve_config)
     try:
-        out["preprocessing"] = prep.resolve_config(out["preprocessing"])
+        out["preprocessing"] = resolve(out["preprocessing"])
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
     return out
@@ -264,8 +268,9 @@ class _Client:
         """``(probabilities, label)`` of a volume ``(X, Y, Z)`` on its own grid: float32
         ``(X, Y, Z)`` (or ``(X, Y, Z, C)`` for C > 1 classes) and uint8 ``(X, Y, Z)``."""
         volume = np.asarray(volume, dtype=np.float32)
-        if volume.ndim != 3:
-            raise ModelInputError(f"expected a 3-D volume (x, y, z), received shape {volume.shape}")
+        if volume.ndim != 3 or volume.size == 0:
+            raise ModelInputError(f"expected a non-empty 3-D volume (x, y, z), received shape "
+                                  f"{volume.shape}")
         mode = self._mode()
         if self.tta and mode != "preprocessed_slices":
             raise ValueError(f"tta={list(self.tta)} applies to serving_default; the "
@@ -290,6 +295,8 @@ class _Client:
         if tuple(label.shape) != volume.shape:
             raise self.error(f"the server answered labels of shape {tuple(label.shape)} for a "
                              f"volume of shape {volume.shape}")
+        if probs.ndim == 3 and self.threshold is not None and mode != "preprocessed_slices":
+            label = probs > self.threshold  # a threshold of the caller's over the run's
         if probs.ndim == 3 and self.largest_component:
             from keras_liver.postprocess import largest_component
 

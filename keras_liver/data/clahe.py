@@ -186,8 +186,12 @@ def _clahe_batch(x, clip_limit: float, tiles_x: int, tiles_y: int):
     # of an int32, so each pixel needs one gather instead of four.
     cy, ya, ya1 = _axis_weights(h, tile_h, tiles_y)
     cx, xa, xa1 = _axis_weights(w, tile_w, tiles_x)
-    first = lambda t: tf.maximum(tf.range(t + 1) - 1, 0)  # noqa: E731  (tile before a cell)
-    second = lambda t: tf.minimum(tf.range(t + 1), t - 1)  # noqa: E731  (tile after it)
+    def first(tiles):  # the tile before each cell: max(cell - 1, 0)
+        return tf.maximum(tf.range(tiles + 1) - 1, 0)
+
+    def second(tiles):  # the tile after it: min(cell, tiles - 1)
+        return tf.minimum(tf.range(tiles + 1), tiles - 1)
+
     rows1 = tf.gather(lut, first(tiles_y), axis=1)
     rows2 = tf.gather(lut, second(tiles_y), axis=1)
     packed = (tf.gather(rows1, first(tiles_x), axis=2)
@@ -201,7 +205,8 @@ def _clahe_batch(x, clip_limit: float, tiles_x: int, tiles_y: int):
     four = tf.gather(packed, offset + value)  # (N, H, W) int32
 
     def byte(k):
-        return tf.cast(tf.bitwise.bitwise_and(tf.bitwise.right_shift(four, 8 * k), 255), tf.float32)
+        shifted = tf.bitwise.right_shift(four, 8 * k) if k else four
+        return tf.cast(tf.bitwise.bitwise_and(shifted, 255), tf.float32)
 
     # res = (L11 * xa1 + L12 * xa) * ya1 + (L21 * xa1 + L22 * xa) * ya, float32, OpenCV's order
     xa, xa1 = tf.reshape(xa, [1, 1, -1]), tf.reshape(xa1, [1, 1, -1])
@@ -213,7 +218,7 @@ def _clahe_batch(x, clip_limit: float, tiles_x: int, tiles_y: int):
 
 
 def clahe_uint8(images, clip_limit: float = 2.0, tile_grid=(8, 8), name: str | None = None):
-    """OpenCV-exact CLAHE of uint8 ``images`` ``(N, H, W)`` or ``(H, W)``; returns uint8, same shape.
+    """OpenCV-exact CLAHE of uint8 ``images`` ``(N, H, W)`` or ``(H, W)``; uint8, same shape.
 
     ``clip_limit`` is OpenCV's ``clipLimit`` (``<= 0`` disables clipping); ``tile_grid`` is
     OpenCV's ``tileGridSize`` ``(columns, rows)``. Equal to
@@ -224,9 +229,13 @@ def clahe_uint8(images, clip_limit: float = 2.0, tile_grid=(8, 8), name: str | N
     with tf.name_scope(name or "clahe"):
         x = tf.convert_to_tensor(images)
         if x.dtype != tf.uint8:
-            raise ValueError(f"clahe_uint8: 'images' must be uint8 (quantise [0, 1] images with "
-                             f"keras_liver.data.preprocessing.to_uint8), received dtype {x.dtype.name}")
+            raise ValueError(f"clahe_uint8: 'images' must be uint8 (quantise [0, 1] images "
+                             f"with keras_liver.data.preprocessing.to_uint8), received dtype "
+                             f"{x.dtype.name}")
         rank = x.shape.rank
+        if rank in (2, 3) and 0 in x.shape[-2:]:
+            raise ValueError(f"clahe_uint8: 'images' must have H, W >= 1 (OpenCV refuses an "
+                             f"empty image), received shape {x.shape}")
         if rank == 2:
             return _clahe_batch(x[tf.newaxis], clip_limit, tiles_x, tiles_y)[0]
         if rank == 3:

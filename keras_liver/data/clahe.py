@@ -43,13 +43,14 @@ Agreement with OpenCV (``tests/test_clahe.py``; OpenCV 5.0.0, TF 2.21, CPU, eage
 XLA): bit-identical on every tested image: phantom and LiTS-117 CT slices windowed to
 [-200, 250], random, skewed, smooth, constant and black images; sizes 64x64, 61x67, 37x128,
 93x91, 125x123, 512x512, 5x3 and 1x1; grids (8, 8), (4, 4), (8, 4), (4, 8), (3, 5), (2, 2);
-clip limits 0 (no clipping), 0.5, 2 and 40.
+clip limits 0 (no clipping), 0.5, 2 and 40. Not yet run on a GPU (the ops all have GPU
+kernels; XLA on GPU contracts FMAs too, which the barrier above is there for).
 
 Speed, indicative only (64 phantom slices 512x512 windowed to [-200, 250], grid (8, 8), clip 2,
-on the project's shared 2-core CPU under ``nice -n 19``, best of 3): OpenCV's C++ loop 0.10 s,
-this op 1.1 s in ``tf.function`` (11x), 1.35 s eagerly, 0.8 s under ``jit_compile=True``. On a
-CPU OpenCV is faster; this op exists so that CLAHE can live in the graph (any device, XLA,
-SavedModel, TF Serving).
+on the project's shared, loaded 2-core CPU under ``nice -n 19``, best of 3, two runs): OpenCV's
+C++ loop 0.10-0.40 s; this op 9-12x that in ``tf.function``, 11-14x eagerly and 5-8x under
+``jit_compile=True``. On a CPU OpenCV is faster; this op exists so that CLAHE can live in the
+graph (any device, XLA, SavedModel, TF Serving).
 
 Why not a package: ``tf-clahe`` 0.1.0 (PyPI, 2021) depends on the end-of-life
 ``tensorflow-addons`` and is not maintained; ``gpu-clahe`` 2.0.2 takes a fraction-of-tile clip

@@ -24,8 +24,9 @@ scanner's scale, for MRI runs), and applies the run's own preprocessing in Tenso
   memory by the number of slices per request.
 - 3-D runs (RA-UNet-II stages): ``image_hu`` ``(X, Y, Z)``: one volume (or region). In the
   graph the same steps as :class:`keras_liver.inference.VolumePredictor`: the HU window
-  clipped and min–max normalised over the whole input (:func:`keras_liver.data.volumetric.normalize_volume`;
-  its z-score is absorbed by the min–max), liver slabs resized in-plane to the run's size,
+  clipped and min–max normalised over the whole input
+  (:func:`keras_liver.data.volumetric.normalize_volume`; its z-score is absorbed by the
+  min–max), liver slabs resized in-plane to the run's size,
   padded to the window, windows at starts computed in the graph
   (:func:`keras_liver.sliding_window.window_starts`), ``batch_size`` windows per pass of a
   ``tf.while_loop``, mean or Gaussian blending, resized back. Outputs ``probabilities``
@@ -71,6 +72,13 @@ PREPROCESSING_ASSET = "keras_liver_preprocessing.json"
 #: Graph ops that call back into Python: a SavedModel holding one cannot be served.
 PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
 DEFAULT_3D_BATCH = 2
+#: ``serve_hu``'s input: raw slices ``(N, H, W)`` (2-D runs) or a volume ``(X, Y, Z)`` (3-D).
+HU_SPEC = tf.TensorSpec((None, None, None), tf.float32, name=HU_INPUT_NAME)
+# The signatures are traced with autograph off: their Python control flow is on static values
+# (the run's config) and the windows loop is an explicit tf.while_loop, so nothing needs
+# converting, and AutoGraph's conversion of the preprocessing's helpers is skipped (it
+# rewrote a nested helper of the CLAHE op wrongly when the op had already run eagerly in the
+# process: "tf__byte() takes from -2 to 1 positional arguments but 3 were given").
 
 
 def _runs_python(concrete) -> bool:
@@ -106,8 +114,7 @@ def _serve_hu_2d(forward, channels: int, preprocessing: dict, threshold: float, 
     flips = check_tta(inference.get("tta"), TTA_FLIPS)
     axes = [TTA_FLIPS[f] for f in flips]
 
-    @tf.function(input_signature=[tf.TensorSpec((None, None, None), tf.float32,
-                                                name=HU_INPUT_NAME)])
+    @tf.function(autograph=False, input_signature=[HU_SPEC])
     def serve_hu(image_hu):
         x = prep.preprocess_batch(image_hu, cfg)
         p = _with_flips(forward, x, axes)
@@ -141,8 +148,7 @@ def _serve_hu_3d(forward, channels: int, preprocessing: dict, threshold: float,
     in_plane = [int(v) for v in cfg["in_plane"]]
     c = int(channels)
 
-    @tf.function(input_signature=[tf.TensorSpec((None, None, None), tf.float32,
-                                                name=HU_INPUT_NAME)])
+    @tf.function(autograph=False, input_signature=[HU_SPEC])
     def serve_hu(image_hu):
         shape = tf.shape(image_hu)
         clipped = tf.clip_by_value(image_hu, lo, hi)
@@ -217,7 +223,8 @@ def export_model(model: keras.Model, out: str, *, threshold: float = 0.5,
     def forward(x):
         return tf.cast(model(x, training=False), tf.float32)
 
-    @tf.function(input_signature=[tf.TensorSpec((None, *input_shape), tf.float32,
+    @tf.function(autograph=False,
+                 input_signature=[tf.TensorSpec((None, *input_shape), tf.float32,
                                                 name=INPUT_NAME)])
     def serve(image):
         probabilities = forward(image)

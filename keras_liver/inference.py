@@ -18,7 +18,8 @@ prediction cannot disagree with training (nnU-Net's one plans file):
 - 2-D: each batch of ``batch_size`` axial slices goes through
   :func:`keras_liver.data.preprocessing.preprocess_batch` (window, CLAHE, normalisation,
   resize), the model (optional flip TTA: the mean over the identity and each flip, MSA-UNet),
-  and is resized back to the input's in-plane grid (:func:`~keras_liver.data.preprocessing.restore_slices`);
+  and is resized back to the input's in-plane grid
+  (:func:`~keras_liver.data.preprocessing.restore_slices`);
   memory holds one batch of probabilities besides the label volume.
 - 3-D: :func:`keras_liver.data.volumetric.normalize_volume` with the run's window (HU clip,
   z-score, min–max over the whole volume); liver slabs: the volume resized in-plane to the

@@ -31,6 +31,10 @@ or ``"auto"`` with a ``TF_CONFIG`` naming more than one task):
   that has run out. DATA sharding costs every worker the full read and preprocessing, and in
   exchange gives every worker the same number of steps and exactly the single-process
   global batches.
+- **BatchNormalization statistics**: Keras 3 keeps a moving mean and variance per replica
+  (no cross-replica aggregation); :func:`fit` averages them over all workers at every epoch
+  end (:func:`non_trainable_averager`), so validation, checkpoints and the final model are
+  the same on every worker.
 - **Files** (:func:`worker_dir`): the chief writes the run directory; every other worker writes
   the same files into ``<out>/workertemp_<index>`` (the directory the ``tf.keras`` callbacks
   used for non-chief workers), which :func:`keras_liver.training.train` deletes when training
@@ -359,6 +363,12 @@ def _agree_on_initial_epoch(strategy, initial_epoch: int) -> None:
             "restore or delete the backups of all workers together")
 
 
+def barrier(strategy: tf.distribute.Strategy) -> None:
+    """Return once every replica of every worker has reached this call (an all-reduce of one
+    number), so no worker leaves training while another still saves or loads."""
+    strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+
+
 def fit(model: keras.Model, train_data: tf.data.Dataset, *, strategy: tf.distribute.Strategy,
         epochs: int, validation_data: tf.data.Dataset | None = None,
         steps_per_epoch: int | None = None, callbacks=None,
@@ -463,6 +473,6 @@ def fit(model: keras.Model, train_data: tf.data.Dataset, *, strategy: tf.distrib
 
 
 __all__ = ["AUTO_SHARD_POLICY", "ClusterConfig", "TF_CONFIG_VAR", "check_data_config",
-           "cluster_wants_multi_worker", "distribute_dataset", "fit", "is_chief",
+           "barrier", "cluster_wants_multi_worker", "distribute_dataset", "fit", "is_chief",
            "is_multi_worker", "multi_worker_strategy", "non_trainable_averager",
            "parse_tf_config", "read_tf_config", "replica_batch_size", "worker_dir"]

@@ -428,6 +428,8 @@ def train(config: dict[str, Any], *, data: str, out_dir: str, seed: int | None =
         if not os.path.exists(best_path):  # no validation epoch improved (e.g. NaN metric)
             model.save(best_path)
         best = keras.models.load_model(best_path, compile=False)
+        if multi_worker:
+            distribute.barrier(strategy)  # every worker has saved before any of them leaves
         if write_dir != out_dir:
             shutil.rmtree(write_dir, ignore_errors=True)
         return TrainResult(run_dir=out_dir, model=best, history=history.history,

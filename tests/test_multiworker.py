@@ -315,3 +315,42 @@ def test_global_batch_must_divide_over_the_replicas():
                                      steps_per_epoch=None)
     assert distribute.check_data_config({"batch_size": 4, "drop_remainder": False},
                                         _Replicas(2), steps_per_epoch=3) == 2
+
+
+# --------------------------------------------------------------------------- experiments
+
+_CLUSTER = json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+                       "task": {"type": "worker", "index": 1}})
+
+
+def test_experiments_refuse_a_cluster_and_point_to_keras_liver_train(monkeypatch):
+    from keras_liver.experiments import common, ra_vnet
+
+    monkeypatch.setenv("TF_CONFIG", _CLUSTER)
+    with pytest.raises(SystemExit, match="keras-liver train --experiment ra_vnet"):
+        ra_vnet.main(["--preset", "tiny"])
+    monkeypatch.delenv("TF_CONFIG")
+    common.refuse_cluster("ra_vnet")    # no cluster: nothing to refuse
+
+
+def test_training_jobs_run_one_at_a_time_in_a_cluster_and_only_the_chief_exports(
+        monkeypatch, tmp_path):
+    from keras_liver import export as export_lib
+    from keras_liver.experiments import common
+
+    calls, exports = [], []
+    monkeypatch.setattr(training, "train", lambda cfg, **kw: calls.append(
+        (os.getpid(), kw["out_dir"])) or training.TrainResult(
+            run_dir=kw["out_dir"], model=None, history={}, epochs_run=1))
+    monkeypatch.setattr(export_lib, "export_run", lambda run_dir, **kw: exports.append(run_dir))
+    monkeypatch.setenv("TF_CONFIG", _CLUSTER)            # worker 1: not the chief
+    jobs = [common.TrainingJob(f"run {i}", {}, "data", str(tmp_path / str(i)), export=True)
+            for i in range(2)]
+    assert common.run_training_jobs(jobs, jobs=2) == [1, 1]
+    # in this process (a process pool would give every job its own cluster member)
+    assert [pid for pid, _ in calls] == [os.getpid()] * 2
+    assert exports == []                                 # worker 1 does not export
+    monkeypatch.setenv("TF_CONFIG", _CLUSTER.replace('"index": 1', '"index": 0'))
+    calls.clear()
+    common.run_training_jobs(jobs, jobs=2)
+    assert exports == [j.run_dir for j in jobs]          # the chief does

@@ -294,6 +294,7 @@ def parser():
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    common.refuse_cluster(PAPER)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     elapsed = common.timer()
 

@@ -163,6 +163,7 @@ def main(argv=None) -> int:
     from keras_liver.metrics.segments import SEGMENT_NAMES
 
     args = parser().parse_args(argv)
+    common.refuse_cluster(PAPER)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     elapsed = common.timer()
 

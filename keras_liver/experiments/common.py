@@ -179,11 +179,13 @@ def _training_job(cfg: dict[str, Any], data: str, run_dir: str, verbose, train: 
     from keras_liver import export as export_lib
     from keras_liver import training
 
+    from keras_liver import distribute
+
     epochs, model = 0, None
     if train:
         result = training.train(cfg, data=data, out_dir=run_dir, verbose=verbose)
         epochs, model = result.epochs_run, result.model
-    if export:
+    if export and distribute.is_chief():   # under a TF_CONFIG cluster the chief exports
         export_lib.export_run(run_dir, model=model)
     return epochs
 
@@ -200,6 +202,13 @@ def run_training_jobs(pending: list[TrainingJob], *, jobs: int = 1,
     """
     if int(jobs) < 1:
         raise ValueError(f"jobs must be >= 1, received {jobs}")
+    from keras_liver import distribute
+
+    if jobs > 1 and distribute.cluster_wants_multi_worker():
+        # Every process of a TF_CONFIG cluster joins it on the same port: one run at a time,
+        # each trained by the whole cluster (docs/distributed.md).
+        _log(f"TF_CONFIG names a cluster: the {len(pending)} runs train one after the other")
+        jobs = 1
     if jobs == 1 or len(pending) <= 1:
         done = []
         for job in pending:
@@ -361,6 +370,21 @@ def add_compute_options(p: argparse.ArgumentParser) -> None:
                         "heads and the losses stay float32")
     p.add_argument("--jit", action="store_true",
                    help="compile the train, test and predict steps with XLA (jit_compile)")
+
+
+def refuse_cluster(paper: str) -> None:
+    """Stop an end-to-end experiment started under a multi-worker ``TF_CONFIG``: every worker
+    would generate, convert, evaluate and export into the same folders. On a cluster the
+    stages run as ``keras-liver convert`` (once), ``keras-liver train --experiment PAPER`` (on
+    every worker) and ``keras-liver evaluate``/``export`` (once); see docs/distributed.md."""
+    from keras_liver import distribute
+
+    if distribute.cluster_wants_multi_worker():
+        raise SystemExit(
+            f"python -m keras_liver.experiments.{paper}: TF_CONFIG names a cluster of several "
+            f"workers; run `keras-liver convert DATA --out tf_data/NAME` once, then `keras-liver "
+            f"train --experiment {paper} --data tf_data/NAME --out RUN` on every worker "
+            f"(docs/distributed.md)")
 
 
 def timer():

@@ -65,7 +65,7 @@ TARGET_ATTENTION = 0.4
 
 COLUMNS = ["model", "preset", "input", "batch", "params", "GFLOP/step", "conv %", "steps/s",
            "slices/s", "GFLOP/s", "peak GFLOP/s", "MFU", "CPU s/step", "MFU (CPU)", "target",
-           "met", "traces"]
+           "met", "traces", "first call s"]
 
 
 # --------------------------------------------------------------------------- FLOP counting
@@ -256,6 +256,8 @@ def op_profile(run_step, steps: int = 1, top: int = 10, model_name: str = "") ->
     layers = sorted(by_layer.items(), key=lambda kv: -kv[1])
     return {"step_ms": step_ms, "kernel_ms": busy, "threads": threads,
             "busy_fraction": busy / (step_ms * max(1, threads)) if step_ms else float("nan"),
+            "conv_kernel_ms": sum(v for k, v in by_type.items()
+                                  if re.match(r"(Fused)?Conv", k)),
             "ops": [{"op": k, "ms/step": v, "share": v / busy if busy else 0.0}
                     for k, v in ranked[:top]],
             "layers": [{"layer": k, "ms/step": v, "share": v / busy if busy else 0.0}
@@ -410,7 +412,7 @@ def benchmark_entry(entry: C.ModelEntry, batch: int, peak: dict, *, jit: bool, d
     if profile and mfu < target:
         if step_s <= profile_max_s:
             prof = op_profile(run, steps=1, model_name=model.name)
-            conv_ms = sum(o["ms/step"] for o in prof["ops"] if o["op"].startswith("Conv"))
+            conv_ms = prof["conv_kernel_ms"]
             prof["conv_kernel_gflops"] = (flops["conv_matmul"] / 1e9 / (conv_ms / 1e3)
                                           if conv_ms else float("nan"))
             row["profile"] = prof
@@ -506,6 +508,10 @@ def main(argv=None) -> dict[str, Any]:
                               max_gflop=args.max_gflop)
         row.update(precision=args.precision, jit=args.jit, device=device)
         rows.append(row)
+        # partial results survive an interrupted run (a 641-layer 3-D network takes minutes to
+        # trace and optimise on a shared 2-core machine)
+        C.write_outputs(args, {"machine": machine, "args": vars(args), "peaks": peaks,
+                               "rows": rows, "complete": False}, sections)
         print(C.markdown_table([row], COLUMNS).splitlines()[-1], file=sys.stderr, flush=True)
 
     C.emit(f"Train step ({args.precision}, jit {args.jit}, {device})",
@@ -528,15 +534,18 @@ def main(argv=None) -> dict[str, Any]:
             prof = r["profile"]
             text = (f"step {prof['step_ms']:.1f} ms traced; kernel time {prof['kernel_ms']:.1f} ms "
                     f"on {prof['threads']} executor threads (busy {100 * prof['busy_fraction']:.0f} %); "
-                    f"convolution kernels at {prof['conv_kernel_gflops']:.1f} GFLOP/s "
-                    f"against a peak of {r['peak GFLOP/s']:.1f}\n\n"
+                    f"convolution kernels (forward and both backprops) "
+                    f"{100 * prof['conv_kernel_ms'] / prof['kernel_ms']:.0f} % of the kernel time, "
+                    f"at {prof['conv_kernel_gflops']:.1f} GFLOP per kernel-second against a "
+                    f"peak of {r['peak GFLOP/s']:.1f} GFLOP/s\n\n"
                     + C.markdown_table(prof["ops"], ["op", "ms/step", "share"]) + "\n\n"
                     + C.markdown_table(prof["layers"], ["layer", "ms/step", "share"]))
             C.emit(f"Profile: {r['model']} ({r['preset']}), MFU {r['MFU']:.2f} < {r['target']}",
                    text, sections)
         elif "profile_skipped" in r:
             C.emit(f"Profile: {r['model']} ({r['preset']}) skipped", r["profile_skipped"], sections)
-    payload = {"machine": machine, "args": vars(args), "peaks": peaks, "rows": rows}
+    payload = {"machine": machine, "args": vars(args), "peaks": peaks, "rows": rows,
+               "complete": True}
     C.write_outputs(args, payload, sections)
     return payload
 

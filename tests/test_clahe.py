@@ -233,3 +233,14 @@ def test_bad_arguments_are_rejected(kwargs, match):
     args = {"images": np.zeros((8, 8), np.uint8), "clip_limit": 2.0, "tile_grid": (2, 2), **kwargs}
     with pytest.raises(ValueError, match=match):
         clahe_uint8(**args)
+
+
+def test_traced_with_autograph_after_an_eager_call():
+    # AutoGraph once mis-converted the op's nested helpers after an eager run in the same
+    # process; the op is marked do_not_convert.
+    rng = np.random.default_rng(7)
+    image = (255 * rng.uniform(0, 1, (2, 40, 48))).astype(np.uint8)
+    eager = clahe_uint8(image, 2.0, (8, 8)).numpy()
+    traced = tf.function(lambda x: clahe_uint8(x, 2.0, (8, 8)), autograph=True)
+    np.testing.assert_array_equal(traced(image).numpy(), eager)
+    np.testing.assert_array_equal(eager, opencv(image, 2.0, (8, 8)))

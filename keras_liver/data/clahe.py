@@ -126,6 +126,10 @@ def _axis_weights(size, tile, tiles):
     return tf.cast(lo, tf.int32) + 1, a, tf.constant(1.0, tf.float32) - a
 
 
+# Plain TF ops with Python-level branches on static values only: AutoGraph has nothing to
+# convert, and converting the nested helpers mis-rewrote them once the op had run eagerly in
+# the same process (a later tf.function / tf.data map failed with a TypeError).
+@tf.autograph.experimental.do_not_convert
 def _clahe_batch(x, clip_limit: float, tiles_x: int, tiles_y: int):
     """CLAHE of a uint8 batch ``(N, H, W)``."""
     static = x.shape

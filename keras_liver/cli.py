@@ -4,11 +4,14 @@
                          [--task liver|hepatic_vessel|couinaud] [--seed S]
     keras-liver convert  SRC --out tf_data/NAME [--layout auto|lits|msd|flat] [--split a,b,c]
     keras-liver train    --experiment ra_vnet [--preset demo] --data tf_data/NAME --out RUN
+                         [--precision float32|mixed_float16|mixed_bfloat16] [--jit]
     keras-liver evaluate PRED_DIR REF_DIR [--out DIR]
     keras-liver export   RUN_DIR [--out DIR] [--version N]
     keras-liver predict  --model RUN_DIR|ra_unet|arunet IN.nii.gz|DIR [IN2 ...] --out OUT.nii.gz|DIR
                          [--tta flips|none] [--blend mean|gaussian] [--overlap F]
                          [--batch-size N] [--no-largest-component]
+    keras-liver serving  predict|write-config|project-config|serve-test ...  (TF Serving
+                         client, models.config, loopback test server; see docs/serving.md)
 
 Bad input ends with one line ``keras-liver: error: <file>: <problem>`` and exit status 2.
 """
@@ -59,7 +62,7 @@ def _cmd_train(args):
             raise SystemExit(f"keras-liver train: --variant does not apply to {args.experiment}")
         return MULTI_MODEL_TRAINERS[args.experiment](args, experiment)
     config = common.resolve_config(experiment, args.preset, variant=args.variant,
-                                   epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+                                   **common.recipe_overrides(args))
     result = training.train(config, data=args.data, out_dir=args.out, seed=args.seed)
     print(f"trained {result.epochs_run} epochs; best model in {os.path.join(args.out, training.BEST_MODEL)}")
 
@@ -67,10 +70,9 @@ def _cmd_train(args):
 def _train_cascade(args, experiment):
     """A multi-stage experiment (RA-UNet): every stage (and fold), then ``cascade.json``."""
     from keras_liver.cascade import write_cascade
-    from keras_liver.experiments import ra_unet
+    from keras_liver.experiments import common, ra_unet
 
-    config = ra_unet.resolve_config(experiment, args.preset, epochs=args.epochs,
-                                    batch_size=args.batch_size, seed=args.seed)
+    config = ra_unet.resolve_config(experiment, args.preset, **common.recipe_overrides(args))
     run_dirs, _ = ra_unet.train_stages(config, args.data, args.out)
     write_cascade(args.out, run_dirs, inference=config.get("cascade"), model=args.experiment)
     print(f"trained the {args.experiment} cascade in {args.out}; predict with "
@@ -80,10 +82,9 @@ def _train_cascade(args, experiment):
 def _train_linked(args, experiment):
     """The Attention Residual UNet's two linked models on the converted datasets
     ``DATA/liver`` and ``DATA/vessel`` (as the experiment writes them), then ``linked.json``."""
-    from keras_liver.experiments import arunet
+    from keras_liver.experiments import arunet, common
 
-    config = arunet.resolve_config(experiment, args.preset, epochs=args.epochs,
-                                   batch_size=args.batch_size, seed=args.seed)
+    config = arunet.resolve_config(experiment, args.preset, **common.recipe_overrides(args))
     datasets = {m: os.path.join(args.data, m) for m in arunet.MODELS}
     missing = [d for d in datasets.values() if not os.path.isfile(os.path.join(d, "manifest.json"))]
     if missing:
@@ -230,7 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="run directory (resumes if interrupted)")
     s.add_argument("--epochs", type=int, default=None)
     s.add_argument("--batch-size", type=int, default=None)
+    s.add_argument("--learning-rate", type=float, default=None)
     s.add_argument("--seed", type=int, default=0)
+    from keras_liver.experiments.common import add_compute_options
+
+    add_compute_options(s)
 
     s = add("evaluate", _cmd_evaluate, "LiTS metrics of predicted label volumes against references")
     s.add_argument("pred_dir")
@@ -275,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-largest-component", action="store_true",
                    help="keep every connected component of the label (default: the run's "
                         "post-processing, largest 3-D component for liver models)")
+    # Parsed by keras_liver.serving's own parser (main() hands it everything after "serving").
+    sub.add_parser("serving", help="TF Serving: REST/gRPC client, models.config writer, "
+                   "loopback test server (keras-liver serving --help)", add_help=False)
     return p
 
 
@@ -282,6 +290,11 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from keras_liver.errors import DataError, ModelInputError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serving"]:
+        from keras_liver.serving.__main__ import main as serving_main
+
+        return serving_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -156,3 +156,27 @@ def test_split_must_be_three_fractions(bad, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["convert", str(tmp_path), "--out", str(tmp_path / "o"), "--split", bad])
     assert "three fractions" in capsys.readouterr().err
+
+
+def test_train_takes_precision_and_jit_into_the_run_config(tiny_dataset, tmp_path, capsys,
+                                                           monkeypatch):
+    from keras_liver import training
+
+    seen = {}
+    monkeypatch.setattr(training, "train", lambda config, **kw: seen.update(config=config) or
+                        training.TrainResult(run_dir=kw["out_dir"], model=None, history={},
+                                             epochs_run=0))
+    assert main(["train", "--experiment", "ra_vnet", "--preset", "tiny", "--data", tiny_dataset,
+                 "--out", str(tmp_path / "run"), "--precision", "mixed_bfloat16", "--jit",
+                 "--learning-rate", "0.005"]) == 0
+    t = seen["config"]["training"]
+    assert (t["precision"], t["jit_compile"], t["optimizer"]["learning_rate"]) == (
+        "mixed_bfloat16", True, 0.005)
+
+
+def test_serving_subcommand_is_the_serving_modules_cli(tmp_path, capsys):
+    out = tmp_path / "models.config"
+    assert main(["serving", "project-config", "--out", str(out)]) == 0
+    from keras_liver.serving.config import project_models_config
+
+    assert out.read_text() == project_models_config()

@@ -159,9 +159,9 @@ def assert_label_volume_on_input_grid(src, out, labels):
     assert set(np.unique(np.asarray(pred.dataobj))) <= set(labels)
 
 
-#: Loads a SavedModel with keras_liver made unimportable, as TF Serving would (no project
-#: Python): prints the signature's inputs/outputs and the outputs for a saved input.
-NO_PROJECT_LOADER = r"""
+#: The start of a script that must run as TF Serving would, with no project Python: it makes
+#: ``keras_liver`` unimportable (and checks it is), then imports NumPy and TensorFlow.
+WITHOUT_PROJECT = r"""
 import importlib.abc, json, sys
 class _Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
@@ -175,6 +175,11 @@ try:
     raise SystemExit("keras_liver should not be importable")
 except ImportError:
     pass
+"""
+
+#: Loads a SavedModel with keras_liver made unimportable, as TF Serving would (no project
+#: Python): prints the signature's inputs/outputs and the outputs for a saved input.
+NO_PROJECT_LOADER = WITHOUT_PROJECT + r"""
 model_dir, x_path, out_path = sys.argv[1:4]
 fn = tf.saved_model.load(model_dir).signatures["serving_default"]
 x = np.load(x_path)

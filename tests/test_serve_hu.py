@@ -16,6 +16,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import WITHOUT_PROJECT
 from keras_liver import export, inference
 from test_inference import conv_model, make_run
 
@@ -47,20 +48,7 @@ RUNS = {
 
 #: Loads each SavedModel with keras_liver made unimportable and answers serve_hu (and
 #: serving_default) for saved inputs; prints each signature's input and output names.
-LOADER = r"""
-import importlib.abc, json, sys
-class _Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name == "keras_liver" or name.startswith("keras_liver."):
-            raise ImportError("keras_liver is not importable here")
-sys.meta_path.insert(0, _Block())
-sys.path = [p for p in sys.path if p not in ("", ".")]
-import numpy as np, tensorflow as tf
-try:
-    import keras_liver
-    raise SystemExit("keras_liver should not be importable")
-except ImportError:
-    pass
+LOADER = WITHOUT_PROJECT + r"""
 report = {}
 for job in json.load(open(sys.argv[1])):
     loaded = tf.saved_model.load(job["model_dir"])

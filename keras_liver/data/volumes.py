@@ -7,7 +7,6 @@ never leaves a partial file and never replaces a good one.
 from __future__ import annotations
 
 import os
-import tempfile
 import zlib
 from dataclasses import dataclass
 
@@ -15,6 +14,7 @@ import nibabel as nib
 import numpy as np
 
 from keras_liver.errors import DataError
+from keras_liver.fileio import write_atomically
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -120,19 +120,5 @@ def write_volume(path: str, data: np.ndarray, affine: np.ndarray, header=None, d
     if hdr is not None:
         # Keep the input's geometry, but the voxels are written unscaled.
         img.header.set_slope_inter(1.0, 0.0)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     suffix = ".nii.gz" if path.endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=suffix, dir=folder)
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return write_atomically(path, lambda tmp: nib.save(img, tmp), suffix=suffix)

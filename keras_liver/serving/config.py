@@ -31,9 +31,10 @@ from __future__ import annotations
 import ast
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from typing import Iterable
+
+from keras_liver.fileio import write_atomically
 
 #: Where the server sees the models: ``docker run -v HOST_DIR:/models`` (TF Serving's image
 #: convention), so every ``base_path`` is ``/models/NAME``.
@@ -331,21 +332,11 @@ def models_config_text(models: Iterable[ModelConfig], header: str = "") -> str:
 
 def write_config_text(path: str, text: str) -> str:
     """Write a config text at ``path`` atomically (temporary file, then rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".config", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+
+    return write_atomically(path, write, suffix=".config")
 
 
 def find_versions(base_path: str) -> list[int]:

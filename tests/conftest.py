@@ -5,6 +5,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+import keras  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,6 +50,19 @@ def tiny_dataset(phantom_lits, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("tf_data") / "tiny")
     convert(phantom_lits, out, seed=0, split=(0.6, 0.2, 0.2), progress=False)
     return out
+
+
+class KillAtEpoch(keras.callbacks.Callback):
+    """Interrupts training as a kill would, at the start of epoch ``epoch`` (0-based), to test
+    resuming from ``BackupAndRestore``."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt("simulated kill")
 
 
 def run_python(code: str, *, env_extra=None, timeout=600, cwd=None) -> subprocess.CompletedProcess:

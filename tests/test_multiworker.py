@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, KillAtEpoch
 from keras_liver import distribute, training
 
 #: Two workers, one replica each: the tiny U-Net at 32x32, global batch 4 (2 per worker),
@@ -195,16 +195,6 @@ def test_loop_matches_keras_fit_under_one_replica(steps_per_epoch):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
-class _StopAt(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt("simulated kill")
-
-
 def test_loop_resumes_from_backup_and_restore(tmp_path):
     import tensorflow as tf
 
@@ -214,7 +204,7 @@ def test_loop_resumes_from_backup_and_restore(tmp_path):
     model = _tiny_model()
     with pytest.raises(KeyboardInterrupt):
         distribute.fit(model, train, strategy=strategy, epochs=3, verbose=0,
-                       callbacks=[_StopAt(2), keras.callbacks.BackupAndRestore(backup)])
+                       callbacks=[KillAtEpoch(2), keras.callbacks.BackupAndRestore(backup)])
     after_two = model.get_weights()
     resumed = _tiny_model()  # fresh weights: the backup must bring back epoch 2's
     begins = []

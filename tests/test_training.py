@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import run_python
+from conftest import KillAtEpoch, run_python
 from keras_liver import training
 from keras_liver.experiments import common
 
@@ -78,16 +78,6 @@ class _SetLearningRate(keras.callbacks.Callback):
         self.model.optimizer.learning_rate.assign(1e-3 * 0.5 ** (epoch + 1))
 
 
-class _Kill(keras.callbacks.Callback):
-    def __init__(self, at_epoch):
-        super().__init__()
-        self.at_epoch = at_epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.at_epoch:
-            raise KeyboardInterrupt("simulated kill")
-
-
 class _Record(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
@@ -103,7 +93,7 @@ def test_killed_run_resumes_at_same_epoch_and_learning_rate(tiny_dataset, tmp_pa
     config = tiny_config(epochs=3, strategy="default")
     with pytest.raises(KeyboardInterrupt):
         training.train(config, data=tiny_dataset, out_dir=out, verbose=0,
-                       callbacks=[_SetLearningRate(), _Kill(at_epoch=2)])
+                       callbacks=[_SetLearningRate(), KillAtEpoch(2)])
     assert os.path.isdir(os.path.join(out, "backup"))
     assert [int(r["epoch"]) for r in read_history(out)] == [0, 1]
 

@@ -129,6 +129,23 @@ def test_clahe_pipeline_matches_numpy_opencv_loop(tiny):
         np.testing.assert_allclose(image[k], P.preprocess_image_np(raw, cfg), atol=1e-5)
 
 
+def test_opencv_and_tf_preprocessing_give_identical_training_batches(tiny):
+    assert PL.DEFAULT_PREPROCESS_IMPL == "opencv"
+    cfg = {"batch_size": 4, "window": [1500, 4500], "image_size": [10, 12],
+           "clahe": {"clip_limit": 2.0, "tile_grid": [2, 2]},
+           "augment": {"hflip": True, "vflip": True, "crop": 0.2, "translate": 0.2}}
+    default = PL.build_datasets(tiny, cfg, seed=3, splits="train")["train"]
+    pure_tf = PL.build_datasets(tiny, cfg, seed=3, splits="train", preprocess_impl="tf")["train"]
+    n = 0
+    for (ia, ta), (ib, tb) in zip(default.as_numpy_iterator(), pure_tf.as_numpy_iterator()):
+        np.testing.assert_array_equal(ia, ib)
+        np.testing.assert_array_equal(ta, tb)
+        n += 1
+    assert n == 8 and ia.std() > 0
+    with pytest.raises(ValueError, match="preprocess_impl must be one of"):
+        PL.build_split(tiny, "train", cfg, preprocess_impl="numpy")
+
+
 def test_slice_filter_keeps_foreground_and_drops_empty(tiny):
     cfg = {"batch_size": 1, "slice_filter": {"keep_empty_fraction": 0.0}}
     ds = PL.build_datasets(tiny, cfg, seed=0)

@@ -87,6 +87,49 @@ def test_clahe_in_parallel_tf_data_map_matches_opencv():
         np.testing.assert_array_equal(got, P.clahe_np(ref, 3.0, (2, 4)))
 
 
+def test_window_and_clahe_give_the_same_bits_eagerly_and_in_graphs(ct_slice):
+    # Grappler rewrites a division by a constant into a multiply by its reciprocal in graphs
+    # only; window and clahe are written so that eager, graph and NumPy agree exactly.
+    hu = np.stack([ct_slice, ct_slice[::-1] * 1.3 - 20.0])
+    cfg = {"window": [-160, 240], "clahe": {"clip_limit": 2.0, "tile_grid": [4, 4]}}
+    spec = [tf.TensorSpec([None, None, None], tf.float32)]
+    graph_window = tf.function(lambda x: P.window(x, -160, 240), input_signature=spec)
+    np.testing.assert_array_equal(graph_window(hu).numpy(), P.window_np(hu, -160, 240))
+    np.testing.assert_array_equal(P.window(hu, -160, 240).numpy(), P.window_np(hu, -160, 240))
+    eager = P.preprocess_batch(hu, cfg).numpy()
+    graph = tf.function(lambda x: P.preprocess_batch(x, cfg), input_signature=spec)(hu).numpy()
+    np.testing.assert_array_equal(graph, eager)
+    for k in range(2):
+        np.testing.assert_array_equal(eager[k, ..., 0], P.preprocess_image_np(hu[k], cfg)[..., 0])
+
+
+@pytest.mark.parametrize("size", [None, [40, 52], [24, 30]])
+def test_opencv_impl_equals_the_tf_ops_bit_for_bit(ct_slice, size):
+    hu = np.stack([ct_slice, ct_slice * 0.7 + 30.0])
+    cfg = {"window": [-200, 250], "clahe": {"clip_limit": 2.0, "tile_grid": [4, 2]},
+           "normalize": "minmax", "image_size": size}
+    ref = P.preprocess_batch(hu, cfg).numpy()
+    np.testing.assert_array_equal(P.preprocess_batch(hu, cfg, impl="opencv").numpy(), ref)
+    spec = [tf.TensorSpec([None, None, None], tf.float32)]  # dynamic shapes: resize by tf.cond
+    for impl in P.IMPLS:
+        fn = tf.function(lambda x, impl=impl: P.preprocess_batch(x, cfg, impl=impl),
+                         input_signature=spec)
+        got = fn(hu)
+        assert got.shape == ref.shape and (size is None or got.shape[1:3] == tuple(size))
+        np.testing.assert_array_equal(got.numpy(), ref)
+    if size == [40, 52]:  # resizing to the native size is the identity
+        np.testing.assert_array_equal(ref, P.preprocess_batch(hu, dict(cfg, image_size=None)))
+    with pytest.raises(ValueError, match="impl must be one of"):
+        P.preprocess_batch(hu, cfg, impl="cv2")
+
+
+def test_native_size_target_is_the_label(label_slice):
+    cfg = {"target": "classes", "image_size": [40, 52]}
+    spec = [tf.TensorSpec([None, None, None], tf.uint8)]
+    graph = tf.function(lambda y: P.target_batch(y, cfg), input_signature=spec)
+    np.testing.assert_array_equal(graph(label_slice[None]).numpy()[0], np.eye(3)[label_slice])
+
+
 def test_normalize_matches_numpy(ct_slice):
     batch = np.stack([ct_slice, np.full_like(ct_slice, 7.0)])
     mm = P.normalize(tf.constant(batch), "minmax").numpy()

@@ -17,6 +17,13 @@ Elements: ``image`` ``(B, H, W, 1)`` float32 and ``target`` ``(B, H, W, K)`` flo
 every slice preprocessed as in 2-D; patch sampling comes later). The data configuration is
 described in :mod:`keras_liver.data.preprocessing`.
 
+The per-slice window -> CLAHE runs through OpenCV in a ``tf.numpy_function`` by default
+(``preprocess_impl="opencv"``, :data:`DEFAULT_PREPROCESS_IMPL`): ``tf.data`` maps run on the
+CPU, where OpenCV's CLAHE costs about a quarter of the TF op's, and both give the same values
+bit for bit (``tests/test_clahe.py``, ``tests/test_pipeline.py``), so a model trained on this
+pipeline sees what the pure-TF ``preprocess_batch`` of export and prediction feeds it.
+``preprocess_impl="tf"`` keeps the whole pipeline in TF ops (no Python in the map functions).
+
 The slice filter keeps every slice whose ``foreground`` feature (voxels with label > 0) is
 positive and an empty slice when a fingerprint of ``(seed, case_id, slice_index)`` falls
 below ``keep_empty_fraction``: the kept subset is fixed for a seed (the same every epoch),
@@ -34,12 +41,14 @@ import tensorflow as tf
 
 from keras_liver.data import schema
 from keras_liver.data.augment import augment_dataset
-from keras_liver.data.preprocessing import preprocess_batch, resolve_config, target_batch
+from keras_liver.data.preprocessing import IMPLS, preprocess_batch, resolve_config, target_batch
 
 SPLITS = ("train", "val", "test")
 _HASH_BUCKETS = 1 << 30
 _TRAIN_CYCLE_LENGTH = 4
 _READ_BUFFER = 1 << 20
+#: ``preprocess_impl`` of :func:`build_split` / :func:`build_datasets` when not given.
+DEFAULT_PREPROCESS_IMPL = "opencv"
 
 
 # --------------------------------------------------------------------------- manifest helpers
@@ -185,16 +194,16 @@ def _read(files: list[str], training: bool, seed: int) -> tf.data.Dataset:
                          num_parallel_calls=cycle, deterministic=True)
 
 
-def _parse_fn(cfg):
+def _parse_fn(cfg, impl: str):
     rank = 2 if cfg["kind"] == "slices" else 3
 
     def parse(serialized):
         ex = schema.parse_example(serialized, rank)
         if rank == 2:
-            return (preprocess_batch(ex["image"][tf.newaxis], cfg)[0],
+            return (preprocess_batch(ex["image"][tf.newaxis], cfg, impl=impl)[0],
                     target_batch(ex["label"][tf.newaxis], cfg)[0])
         # volume (X, Y, Z): preprocess the Z slices as a batch, then put the slice axis third.
-        image = preprocess_batch(tf.transpose(ex["image"], [2, 0, 1]), cfg)
+        image = preprocess_batch(tf.transpose(ex["image"], [2, 0, 1]), cfg, impl=impl)
         target = target_batch(tf.transpose(ex["label"], [2, 0, 1]), cfg)
         return tf.transpose(image, [1, 2, 0, 3]), tf.transpose(target, [1, 2, 0, 3])
 
@@ -228,10 +237,14 @@ def _cache_file(manifest, split: str, cfg, seed: int) -> str:
 
 
 def build_split(manifest_or_root, split: str, config, *, seed: int = 0,
-                repeat: bool = False) -> tf.data.Dataset:
-    """The dataset of one split; ``split == "train"`` gets shuffling and augmentation."""
+                repeat: bool = False, preprocess_impl: str | None = None) -> tf.data.Dataset:
+    """The dataset of one split; ``split == "train"`` gets shuffling and augmentation.
+    ``preprocess_impl``: ``"opencv"`` (default) or ``"tf"`` (module docstring)."""
     manifest = _manifest(manifest_or_root)
     cfg = resolve_config(config)
+    impl = DEFAULT_PREPROCESS_IMPL if preprocess_impl is None else preprocess_impl
+    if impl not in IMPLS:
+        raise ValueError(f"preprocess_impl must be one of {IMPLS}, received {impl!r}")
     training = split == "train"
     ids = _split_ids(manifest, split)
     if cfg["kind"] == "volumes":
@@ -248,7 +261,7 @@ def build_split(manifest_or_root, split: str, config, *, seed: int = 0,
 
         ds = ds.filter(keep)
 
-    ds = ds.map(_parse_fn(cfg), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(_parse_fn(cfg, impl), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if cfg["cache"]:
         ds = ds.cache(_cache_file(manifest, split, cfg, seed) if isinstance(cfg["cache"], str) else "")
     if training:
@@ -264,20 +277,24 @@ def build_split(manifest_or_root, split: str, config, *, seed: int = 0,
 
 
 def build_datasets(manifest_root, config, *, seed: int = 0, splits=SPLITS,
-                   repeat_train: bool = False) -> dict[str, tf.data.Dataset]:
+                   repeat_train: bool = False,
+                   preprocess_impl: str | None = None) -> dict[str, tf.data.Dataset]:
     """Build the ``(image, target)`` datasets of ``splits`` from one manifest.
 
     ``manifest_root`` is the dataset folder, its manifest.json, or a manifest dict from
     :func:`schema.load_manifest`. ``seed`` fixes the file order, shuffle, slice filter and
     augmentation of the train split (two builds with the same seed iterate identically,
     epoch after epoch; each epoch is reshuffled). ``repeat_train`` repeats the train split
-    forever (use with ``steps_per_epoch``; see :func:`count_examples`).
+    forever (use with ``steps_per_epoch``; see :func:`count_examples`). ``preprocess_impl``:
+    ``"opencv"`` (default: OpenCV's CLAHE in a ``tf.numpy_function``) or ``"tf"`` (pure TF);
+    the same values either way.
     """
     manifest = _manifest(manifest_root)
     cfg = resolve_config(config)
     if isinstance(splits, str):
         splits = (splits,)
-    return {s: build_split(manifest, s, cfg, seed=seed, repeat=repeat_train and s == "train")
+    return {s: build_split(manifest, s, cfg, seed=seed, repeat=repeat_train and s == "train",
+                           preprocess_impl=preprocess_impl)
             for s in splits}
 
 

@@ -39,9 +39,22 @@ Arrays are in nibabel ``(x, y)`` order; a slice ``(X, Y)`` is treated as an imag
 The NumPy/OpenCV references (``*_np``) implement the same formulas with a bare loop; tests
 and benchmarks compare the TF versions against them.
 
-Everything is pure TF: CLAHE is :func:`keras_liver.data.clahe.clahe_uint8`, OpenCV's algorithm
-in TF ops (bit-identical to ``cv2.createCLAHE``), so a preprocessing graph with CLAHE runs on
-any device and serialises into a SavedModel.
+Two implementations of window -> CLAHE, with bit-identical results (``impl`` of
+:func:`preprocess_batch`, :data:`IMPLS`):
+
+- ``"tf"`` (the default, and what export, ``serve_hu`` and the predictors use): pure TF. CLAHE
+  is :func:`keras_liver.data.clahe.clahe_uint8`, OpenCV's algorithm in TF ops (bit-identical to
+  ``cv2.createCLAHE``), so a preprocessing graph with CLAHE runs on any device, under XLA and
+  serialises into a SavedModel.
+- ``"opencv"``: window, quantisation and ``cv2.createCLAHE`` in one ``tf.numpy_function``
+  (:func:`window_clahe_np`). CPU only and not serialisable, but about 4x cheaper per slice than
+  the TF op on a CPU (docs/benchmarks.md §2); the ``tf.data`` training pipeline uses it by
+  default (:mod:`keras_liver.data.pipeline`), so training and serving preprocess alike.
+  Without a CLAHE step it is the ``"tf"`` graph.
+
+A resize to the size the image already has is skipped (``tf.image.resize`` at scale 1 is the
+identity for bilinear and nearest, half-pixel centres), so the published 512x512 configs pay
+no resize.
 """
 from __future__ import annotations
 
@@ -55,6 +68,12 @@ import tensorflow as tf
 from keras_liver.data.clahe import clahe_uint8
 
 ZSCORE_EPSILON = 1e-6
+
+#: ``k / 255`` in float32 for every grey level ``k`` (CLAHE's output back to [0, 1]).
+_GREY_TO_UNIT = np.arange(256, dtype=np.float32) / np.float32(255.0)
+
+#: Implementations of the window -> CLAHE steps of :func:`preprocess_batch` (module docstring).
+IMPLS = ("tf", "opencv")
 
 DEFAULT_CLAHE = {"clip_limit": 2.0, "tile_grid": [8, 8]}
 DEFAULT_SLICE_FILTER = {"keep_empty_fraction": 1.0, "splits": ["train"]}
@@ -200,10 +219,22 @@ def target_channels(config: Mapping[str, Any]) -> int:
 # --------------------------------------------------------------------------- TF transforms
 # All take a batch ``(N, H, W)`` (or any shape for the element-wise ones) of float32.
 
+def window_scale(lo: float, hi: float) -> np.float32:
+    """``1 / (hi - lo)`` rounded to float32, the factor of :func:`window`.
+
+    A multiply, not a division: Grappler's constant folding turns a division by a constant
+    into a multiply by its float32 reciprocal in graphs (``tf.function``, ``tf.data``, a
+    SavedModel) but not eagerly, which moved a third of the windowed values by one ulp between
+    the two and, through ``to_uint8`` and CLAHE's histograms, whole tiles by a grey level.
+    With the multiply written out, eager, graph and NumPy agree bit for bit.
+    """
+    return np.float32(1.0) / np.float32(hi - lo)
+
+
 def window(x, lo: float, hi: float):
     """Clip to ``[lo, hi]`` then scale linearly to ``[0, 1]``."""
     x = tf.cast(x, tf.float32)
-    return (tf.clip_by_value(x, lo, hi) - np.float32(lo)) / np.float32(hi - lo)
+    return (tf.clip_by_value(x, lo, hi) - np.float32(lo)) * window_scale(lo, hi)
 
 
 def to_uint8(x01):
@@ -221,7 +252,59 @@ def clahe(x01, clip_limit: float = 2.0, tile_grid=(8, 8)):
     OpenCV's ``tileGridSize`` (columns, rows).
     """
     out = clahe_uint8(to_uint8(x01), clip_limit, tuple(int(t) for t in tile_grid))
-    return tf.cast(out, tf.float32) / np.float32(255.0)
+    # A table of k / 255 rather than a division: in a graph Grappler would turn ``/ 255`` into
+    # ``* (1 / 255)``, one ulp off for 126 of the 256 grey levels (see window_scale).
+    return tf.gather(tf.constant(_GREY_TO_UNIT), tf.cast(out, tf.int32))
+
+
+def window_clahe_np(x, lo: float, hi: float, clip_limit: float, tile_grid) -> np.ndarray:
+    """:func:`window` -> :func:`clahe` of a batch ``(N, H, W)`` in NumPy + OpenCV (float32 [0, 1]).
+
+    The same float32 formulas as the TF ops and ``cv2.createCLAHE`` (which the TF CLAHE
+    reproduces bit for bit), so the result equals ``clahe(window(x, lo, hi), ...)`` exactly.
+    One CLAHE object per call (OpenCV's objects are not shared between the threads of a
+    parallel ``tf.data`` map); OpenCV releases the GIL while it equalises.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    obj = cv2.createCLAHE(clipLimit=float(clip_limit),
+                          tileGridSize=tuple(int(t) for t in tile_grid))
+    u8 = to_uint8_np(window_np(x, lo, hi))
+    out = np.empty(x.shape, np.float32)
+    for i in range(x.shape[0]):
+        out[i] = obj.apply(u8[i])
+    out /= np.float32(255.0)  # float32 division, as clahe()
+    return out
+
+
+def window_clahe(x, lo: float, hi: float, clip_limit: float, tile_grid, impl: str = "tf"):
+    """Window then CLAHE of a batch ``(N, H, W)`` (float32 [0, 1]) by the ``impl`` of
+    :data:`IMPLS`; both give the same values."""
+    if impl == "tf":
+        return clahe(window(x, lo, hi), clip_limit, tile_grid)
+    if impl != "opencv":
+        raise ValueError(f"impl must be one of {IMPLS}, received {impl!r}")
+    x = tf.cast(x, tf.float32)
+    out = tf.numpy_function(
+        lambda a: window_clahe_np(a, lo, hi, clip_limit, tile_grid), [x], tf.float32,
+        stateful=False, name="window_clahe_opencv")
+    return tf.ensure_shape(out, x.shape)
+
+
+def _resize(x, size, method: str):
+    """``tf.image.resize`` of ``(N, H, W, C)`` to ``size``, skipped when ``(H, W) == size``
+    (exact: at scale 1 both methods return the input). Static shapes decide in Python,
+    dynamic ones with a ``tf.cond``."""
+    size = [int(s) for s in size]
+    hw = x.shape[1:3]
+    if hw.is_fully_defined():
+        if hw.as_list() == size:
+            return x
+        return tf.image.resize(x, size, method=method, antialias=False)
+    same = tf.reduce_all(tf.equal(tf.shape(x)[1:3], size))
+    out = tf.cond(same, lambda: x,
+                  lambda: tf.cast(tf.image.resize(x, size, method=method, antialias=False),
+                                  x.dtype))
+    return tf.ensure_shape(out, [x.shape[0], *size, x.shape[3]])
 
 
 def normalize(x, method: str | None):
@@ -240,20 +323,26 @@ def normalize(x, method: str | None):
     raise ValueError(f"normalize must be one of {NORMALIZERS}, received {method!r}")
 
 
-def preprocess_batch(images_nhw, config):
-    """Preprocess a batch ``(N, H, W)`` of raw slices to ``(N, H', W', 1)`` float32."""
+def preprocess_batch(images_nhw, config, *, impl: str = "tf"):
+    """Preprocess a batch ``(N, H, W)`` of raw slices to ``(N, H', W', 1)`` float32.
+
+    ``impl`` (:data:`IMPLS`): ``"tf"``, pure TF (any device, SavedModel); ``"opencv"``,
+    window + CLAHE by OpenCV in a ``tf.numpy_function`` (CPU, the same values)."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, received {impl!r}")
     cfg = resolve_config(config)
     x = tf.cast(tf.convert_to_tensor(images_nhw), tf.float32)
     if x.shape.rank != 3:
         raise ValueError(f"preprocess_batch expects (N, H, W) slices, received shape {x.shape}")
-    if cfg["window"] is not None:
+    if cfg["clahe"] is not None:  # resolve_config: CLAHE always comes with a window
+        x = window_clahe(x, *cfg["window"], cfg["clahe"]["clip_limit"],
+                         cfg["clahe"]["tile_grid"], impl=impl)
+    elif cfg["window"] is not None:
         x = window(x, *cfg["window"])
-    if cfg["clahe"] is not None:
-        x = clahe(x, cfg["clahe"]["clip_limit"], cfg["clahe"]["tile_grid"])
     x = normalize(x, cfg["normalize"])
     x = x[..., tf.newaxis]
     if cfg["image_size"] is not None:
-        x = tf.image.resize(x, cfg["image_size"], method="bilinear", antialias=False)
+        x = _resize(x, cfg["image_size"], "bilinear")
     return x
 
 
@@ -281,7 +370,7 @@ def target_batch(labels_nhw, config):
         raise ValueError(f"target_batch expects (N, H, W) labels, received shape {y.shape}")
     y = tf.cast(y, tf.uint8)[..., tf.newaxis]
     if cfg["image_size"] is not None:
-        y = tf.image.resize(y, cfg["image_size"], method="nearest", antialias=False)
+        y = _resize(y, cfg["image_size"], "nearest")
     if cfg["target"] == "liver":
         return tf.cast(y >= 1, tf.float32)
     if cfg["target"] == "tumour":
@@ -351,7 +440,7 @@ def restore_slices(probabilities, original_xy_shape, batch_size: int = 32) -> np
 
 def window_np(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
-    return (np.clip(x, np.float32(lo), np.float32(hi)) - np.float32(lo)) / np.float32(hi - lo)
+    return (np.clip(x, np.float32(lo), np.float32(hi)) - np.float32(lo)) * window_scale(lo, hi)
 
 
 def to_uint8_np(x01: np.ndarray) -> np.ndarray:

@@ -16,8 +16,9 @@ would skip the per-slice work after the first epoch) with the preset's batch siz
 
 - tf.data: ``keras_liver.data.pipeline.build_split(root, "train", config)`` as training
   builds it (parallel interleave, parallel maps, AUTOTUNE), iterated to the end of one epoch;
-  ``preprocessing.clahe`` is whatever it is when this runs (OpenCV through
-  ``tf.numpy_function``, or the pure-TF CLAHE of ``keras_liver.data.clahe``).
+  window -> CLAHE is the pipeline's default (``pipeline.DEFAULT_PREPROCESS_IMPL``: OpenCV in
+  one ``tf.numpy_function``; the stage table also times the pure-TF CLAHE of
+  ``keras_liver.data.clahe`` that export and serving use).
 - Bare loop: one Python thread reads the same shards (``gzip`` + the TFRecord framing, no TF),
   decodes each ``tf.train.Example`` protobuf to NumPy, then ``preprocessing.window_np``, one
   reused ``cv2.createCLAHE``, ``cv2.resize`` (bilinear image, half-pixel nearest label as ``tf.image.resize``), NumPy flips,
@@ -226,6 +227,7 @@ def stage_table(root: str, config: dict[str, Any], repeats: int, n: int = 64
     import tensorflow as tf
 
     from keras_liver.data import augment as A
+    from keras_liver.data import pipeline as PL
     from keras_liver.data import preprocessing as prep
     from keras_liver.data import schema
     from keras_liver.data.pipeline import split_shards
@@ -242,14 +244,23 @@ def stage_table(root: str, config: dict[str, Any], repeats: int, n: int = 64
     stages = [
         ("parse", lambda s_: schema.parse_example(s_, 2)["image"], (payload,),
          lambda: bare.decode(payload)),
-        ("window", lambda a: prep.window(a, *cfg["window"]), (image,),
-         lambda: prep.window_np(image, *cfg["window"])),
     ]
     if cfg["clahe"] is not None:
         c = cfg["clahe"]
-        stages.append(("CLAHE", lambda a: prep.clahe(a[tf.newaxis], c["clip_limit"],
-                                                     c["tile_grid"])[0], (x01,),
-                       lambda: bare.clahe.apply(prep.to_uint8_np(x01))))
+
+        def bare_window_clahe():
+            return bare.clahe.apply(prep.to_uint8_np(prep.window_np(image, *cfg["window"])))
+
+        for impl in (PL.DEFAULT_PREPROCESS_IMPL,
+                     *(i for i in prep.IMPLS if i != PL.DEFAULT_PREPROCESS_IMPL)):
+            stages.append((STAGE_NAMES[impl],
+                           lambda a, impl=impl: prep.window_clahe(
+                               a[tf.newaxis], *cfg["window"], c["clip_limit"], c["tile_grid"],
+                               impl=impl)[0],
+                           (image,), bare_window_clahe))
+    else:
+        stages.append(("window", lambda a: prep.window(a, *cfg["window"]), (image,),
+                       lambda: prep.window_np(image, *cfg["window"])))
     stages += [
         ("resize + target", lambda a, b: (prep.preprocess_batch(a[tf.newaxis], plain)[0],
                                           prep.target_batch(b[tf.newaxis], cfg)[0]),
@@ -403,14 +414,16 @@ def main(argv=None) -> dict[str, Any]:
     return payload
 
 
+IMPL_NAMES = {"opencv": "OpenCV in tf.numpy_function", "tf": "TF ops"}
+#: Stage-table rows of window -> CLAHE per implementation (the pipeline's default first).
+STAGE_NAMES = {"opencv": "window + CLAHE (OpenCV)", "tf": "window + CLAHE (TF ops)"}
+
+
 def _clahe_kind() -> str:
-    """Which CLAHE ``preprocessing.clahe`` runs: OpenCV via numpy_function, or pure TF."""
-    import inspect
+    """Which window -> CLAHE the training pipeline runs (``pipeline.DEFAULT_PREPROCESS_IMPL``)."""
+    from keras_liver.data.pipeline import DEFAULT_PREPROCESS_IMPL
 
-    from keras_liver.data import preprocessing as prep
-
-    src = inspect.getsource(prep.clahe)
-    return "OpenCV via tf.numpy_function" if "numpy_function" in src else "pure TF ops"
+    return IMPL_NAMES[DEFAULT_PREPROCESS_IMPL]
 
 
 if __name__ == "__main__":

@@ -58,7 +58,8 @@ def test_input_pipeline_quick(tmp_path):
     assert row["slices"] == 8                       # both sides saw every slice of the split
     _positive(row, ["tf.data slices/s", "bare loop slices/s", "ratio", "CPU ratio"])
     stages = {s["stage"] for s in out["stages"]["tiny"]}
-    assert {"parse", "window", "CLAHE", "resize + target", "augment"} == stages
+    assert {"parse", "window + CLAHE (OpenCV)", "window + CLAHE (TF ops)", "resize + target",
+            "augment"} == stages
 
 
 def test_bare_loop_matches_pipeline_preprocessing(tmp_path):

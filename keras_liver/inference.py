@@ -44,11 +44,12 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from keras_liver import sliding_window
 from keras_liver.data import preprocessing as prep
@@ -109,6 +110,59 @@ def _labels(probs: np.ndarray, threshold: float) -> np.ndarray:
     return np.argmax(probs, axis=-1).astype(np.uint8)
 
 
+def keep_largest_component(mask: np.ndarray) -> np.ndarray:
+    """:func:`keras_liver.postprocess.largest_component` of a binary mask, labelled inside the
+    mask's bounding box only: no component reaches outside it, so the result is the same,
+    and ``scipy.ndimage.label`` scans the box instead of the whole volume."""
+    mask = np.asarray(mask, bool)
+    if mask.ndim != 3:
+        return largest_component(mask)
+    plane = mask.any(axis=2)
+    spans = [np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0)),
+             np.flatnonzero(mask.any(axis=(0, 1)))]
+    if not spans[0].size:
+        return mask
+    box = tuple(slice(int(h[0]), int(h[-1]) + 1) for h in spans)
+    out = np.zeros(mask.shape, bool)
+    out[box] = largest_component(mask[box])
+    return out
+
+
+def resize_in_plane(volume: np.ndarray, size) -> np.ndarray:
+    """Resize the first two axes of ``volume`` ``(X, Y, ...)`` to ``size`` with
+    ``tf.image.resize`` (bilinear, half-pixel centres, edges clamped, no antialiasing): the
+    interpolation of :func:`keras_liver.data.volumetric.resize_in_plane` with ``order=1`` (and
+    of the ``serve_hu`` graph), equal to it within float32 round-off, in a fraction of
+    SciPy's time. Float32."""
+    v = np.asarray(volume, np.float32)
+    size = (int(size[0]), int(size[1]))
+    if v.shape[:2] == size:
+        return v.copy()
+    flat = v.reshape(v.shape[0], v.shape[1], -1)
+    out = tf.image.resize(flat, size, method="bilinear", antialias=False).numpy()
+    return out.reshape(*size, *v.shape[2:])
+
+
+def _normalized_in_plane(hu: np.ndarray, window, size) -> np.ndarray:
+    """``clip(resize_in_plane(normalize_volume(hu, window), size), 0, 1)`` computed as the
+    resize of the clipped HU, then the min–max of the clipped full-resolution volume: both
+    steps are affine, so they commute (the result differs by float32 round-off), and the
+    volume-sized work shrinks to one clip, one resize and two reductions."""
+    lo, hi = float(window[0]), float(window[1])
+    if not lo < hi:
+        raise ValueError(f"window must be (low, high) with low < high, received {tuple(window)}")
+    v = np.asarray(hu, np.float32)
+    size = (int(size[0]), int(size[1]))
+    c_lo, c_hi = (float(np.clip(m, lo, hi)) for m in (v.min(), v.max()))
+    if c_hi == c_lo:  # normalize_volume: a constant volume has no spread -> zeros
+        return np.zeros((*size, *v.shape[2:]), np.float32)
+    flat = tf.clip_by_value(v.reshape(v.shape[0], v.shape[1], -1), lo, hi)
+    if v.shape[:2] != size:
+        flat = tf.image.resize(flat, size, method="bilinear", antialias=False)
+    small = flat.numpy().reshape(*size, *v.shape[2:]).astype(np.float64)
+    return np.clip((small - c_lo) / (c_hi - c_lo), 0.0, 1.0).astype(np.float32)
+
+
 class _FilePredictor:
     """``predict_file`` for predictors with ``label(volume)``."""
 
@@ -138,6 +192,9 @@ class Predictor(_FilePredictor):
     batch_size: int = 8
     tta: tuple[str, ...] = ()
     progress: bool = False
+    preprocess_impl: str = "opencv"
+    _graphs: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _channels: int | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         self.tta = check_tta(self.tta)
@@ -145,6 +202,9 @@ class Predictor(_FilePredictor):
         self.batch_size = int(self.batch_size)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, received {self.batch_size}")
+        if self.preprocess_impl not in prep.IMPLS:
+            raise ValueError(f"preprocess_impl must be one of {prep.IMPLS}, "
+                             f"received {self.preprocess_impl!r}")
 
     @classmethod
     def from_config(cls, model: keras.Model, config: dict[str, Any], *,
@@ -166,53 +226,125 @@ class Predictor(_FilePredictor):
         model, config, preprocessing = _load_run(run_dir)
         return cls.from_config(model, config, preprocessing=preprocessing, **kwargs)
 
-    def _batches(self, volume: np.ndarray):
-        """``(first slice, probabilities (X, Y, n[, C]))`` per batch of axial slices."""
+    # One batch of raw slices -> probabilities and labels on the input grid, in TF ops: the
+    # preprocessing, the model (a keras.Model runs inside the same tf.function; anything
+    # else with a predict_on_batch, e.g. the cascade's Ensemble, between two of them), the
+    # flips, the resize back and the threshold / argmax. Traced once per predictor and
+    # output kind (the slice size is dynamic).
+    def _graph(self, with_probs: bool):
+        key = bool(with_probs)
+        if key not in self._graphs:
+            self._graphs[key] = self._build_graph(key)
+        return self._graphs[key]
+
+    def _build_graph(self, with_probs: bool):
+        cfg, impl, b = self.preprocessing, self.preprocess_impl, self.batch_size
+        axes = [TTA_FLIPS[f] for f in self.tta]
+        threshold, model = float(self.threshold), self.model
+        raw = tf.TensorSpec([None, None, None], tf.float32)
+        scalar = tf.TensorSpec([], tf.float32)
+
+        def preprocess(chunk):  # full batches, as predict_full_batches: the padding is dropped
+            x = prep.preprocess_batch(chunk, cfg, impl=impl)
+            x = tf.pad(x, [[0, b - tf.shape(x)[0]], [0, 0], [0, 0], [0, 0]])
+            return tf.ensure_shape(x, [b, *x.shape[1:]])
+
+        def finish(total, passes, chunk):
+            """Mean over the passes (``passes`` is an input, so Grappler cannot turn the
+            division into a multiply by a reciprocal), resize to the chunk's grid
+            (restore_slices), labels; the slice axis moved last."""
+            p = total[:tf.shape(chunk)[0]] / passes
+            xy = tf.shape(chunk)[1:3]
+            p = tf.cond(tf.reduce_all(tf.equal(tf.shape(p)[1:3], xy)), lambda: p,
+                        lambda: tf.image.resize(p, xy, method="bilinear", antialias=False))
+            self._channels = int(p.shape[-1])  # set at trace time: binary or classes
+            if p.shape[-1] == 1:
+                label = tf.cast(p[..., 0] > threshold, tf.uint8)
+            else:
+                label = tf.cast(tf.argmax(p, axis=-1), tf.uint8)
+            label = tf.transpose(label, [1, 2, 0])
+            if not with_probs:
+                return label
+            p = tf.transpose(p, [1, 2, 0, 3])
+            return (p[..., 0] if p.shape[-1] == 1 else p), label
+
+        if isinstance(model, keras.Model):
+            def forward(x):
+                return tf.cast(model(x, training=False), tf.float32)
+
+            @tf.function(input_signature=[raw, scalar], autograph=False)
+            def step(chunk, passes):
+                x = preprocess(chunk)
+                total = forward(x)
+                for a in axes:  # predict_with_flips' order of the sum
+                    total = total + tf.reverse(forward(tf.reverse(x, [a])), [a])
+                return finish(total, passes, chunk)
+
+            return lambda chunk, passes: step(chunk, passes)
+
+        pre = tf.function(preprocess, input_signature=[raw], autograph=False)
+        post = tf.function(finish, autograph=False, reduce_retracing=True)
+
+        def two_graphs(chunk, passes):
+            x = pre(chunk).numpy()
+            total = sliding_window.predict_with_flips(
+                lambda t: np.asarray(model.predict_on_batch(t), np.float32), x, axes)
+            # predict_with_flips divides by the number of passes already
+            return post(tf.constant(total), tf.constant(1.0), chunk)
+
+        return two_graphs
+
+    def _batches(self, volume: np.ndarray, with_probs: bool):
+        """``(first slice, probabilities (X, Y, n[, C]) or None, label (X, Y, n))`` per batch
+        of axial slices."""
         from tqdm import tqdm
 
         volume = _check_volume(volume)
         nz = volume.shape[2]
+        step = self._graph(with_probs)
+        passes = tf.constant(float(1 + len(self.tta)))
         with tqdm(total=nz, desc="slices", unit="slice", file=sys.stderr,
                   disable=not self.progress, leave=False) as bar:
             for i in range(0, nz, self.batch_size):
-                chunk = np.moveaxis(volume[:, :, i:i + self.batch_size], 2, 0)
-                x = prep.preprocess_batch(chunk, self.preprocessing).numpy()
-                probs = predict_slices(self.model, x, tta=self.tta, batch_size=self.batch_size)
-                probs = prep.restore_slices(probs, volume.shape[:2])
-                if probs.shape[-1] == 1:
-                    probs = probs[..., 0]
-                yield i, probs
-                bar.update(chunk.shape[0])
+                chunk = tf.constant(np.moveaxis(volume[:, :, i:i + self.batch_size], 2, 0))
+                out = step(chunk, passes)
+                if with_probs:
+                    yield i, out[0].numpy(), out[1].numpy()
+                else:
+                    yield i, None, out.numpy()
+                bar.update(int(chunk.shape[0]))
+
+    def _collect(self, volume: np.ndarray, with_probs: bool):
+        probs = label = None
+        nz = np.shape(volume)[2] if np.ndim(volume) == 3 else 0
+        for i, p, lab in self._batches(volume, with_probs):
+            if label is None:
+                label = np.empty((*lab.shape[:2], nz), np.uint8)
+                if with_probs:
+                    probs = np.empty((*p.shape[:2], nz, *p.shape[3:]), np.float32)
+            label[:, :, i:i + lab.shape[2]] = lab
+            if with_probs:
+                probs[:, :, i:i + p.shape[2]] = p
+        return probs, label
 
     def probabilities(self, volume: np.ndarray) -> np.ndarray:
         """Foreground probabilities ``(x, y, z)`` (or ``(x, y, z, C)`` for C > 1 classes)."""
-        out = None
-        for i, probs in self._batches(volume):
-            if out is None:
-                out = np.empty((*probs.shape[:2], np.shape(volume)[2], *probs.shape[3:]),
-                               np.float32)
-            out[:, :, i:i + probs.shape[2]] = probs
-        return out
+        return self._collect(volume, True)[0]
 
     def _postprocess(self, label: np.ndarray, binary: bool) -> np.ndarray:
         if binary and self.largest_component:
-            label = largest_component(label > 0).astype(np.uint8)
+            label = keep_largest_component(label > 0).astype(np.uint8)
         return label
 
     def label(self, volume: np.ndarray) -> np.ndarray:
         """The uint8 label volume, computed batch by batch (no full probability volume)."""
-        out, binary = None, True
-        for i, probs in self._batches(volume):
-            if out is None:
-                out = np.empty((*probs.shape[:2], np.shape(volume)[2]), np.uint8)
-                binary = probs.ndim == 3
-            out[:, :, i:i + probs.shape[2]] = _labels(probs, self.threshold)
-        return self._postprocess(out, binary)
+        _, label = self._collect(volume, False)
+        return self._postprocess(label, self._channels == 1)
 
     def predict(self, volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(probabilities, label)`` on the volume's grid; label uint8."""
-        probs = self.probabilities(volume)
-        return probs, self._postprocess(_labels(probs, self.threshold), probs.ndim == 3)
+        probs, label = self._collect(volume, True)
+        return probs, self._postprocess(label, probs.ndim == 3)
 
 
 # --------------------------------------------------------------------------- 3-D runs
@@ -290,16 +422,18 @@ class VolumePredictor(_FilePredictor):
         volume = _check_volume(volume)
         cfg = self.preprocessing
         liver = cfg["kind"] == "liver_slabs"
-        image = volumetric.normalize_volume(volume, cfg["window"])
-        if liver:
-            image = np.clip(volumetric.resize_in_plane(image, cfg["in_plane"], order=1), 0, 1)
+        if liver:  # normalise + resize in-plane (as training's resize_in_plane, in TF ops)
+            image = _normalized_in_plane(volume, cfg["window"], cfg["in_plane"])
+        else:
+            image = volumetric.normalize_volume(volume, cfg["window"])
         probs = sliding_window.sliding_window_inference(
             self.model.predict_on_batch, image, self.window, steps=self.steps,
             blend=self.blend, batch_size=self.batch_size,
             tta_axes=[TTA_FLIPS_3D[f] - 1 for f in self.tta], pad_value=volumetric.PAD_VALUE,
             progress=self.progress, desc="liver slabs" if liver else "tumour patches")
         if liver:
-            probs = np.clip(volumetric.resize_in_plane(probs, volume.shape[:2], order=1), 0, 1)
+            probs = resize_in_plane(probs, volume.shape[:2])
+            np.clip(probs, 0.0, 1.0, out=probs)
         return probs[..., 0] if probs.shape[-1] == 1 else probs
 
     def predict(self, volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -307,7 +441,7 @@ class VolumePredictor(_FilePredictor):
         probs = self.probabilities(volume)
         label = _labels(probs, self.threshold)
         if probs.ndim == 3 and self.largest_component:
-            label = largest_component(label > 0).astype(np.uint8)
+            label = keep_largest_component(label > 0).astype(np.uint8)
         return probs, label
 
     def label(self, volume: np.ndarray) -> np.ndarray:

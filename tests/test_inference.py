@@ -220,6 +220,66 @@ def test_2d_batches_give_the_whole_volume_answer_and_labels_match_probabilities(
         small.predict(np.zeros((4, 4), np.float32))
 
 
+class _OnBatch:
+    """A model that only has ``predict_on_batch`` (as the cascade's Ensemble)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def predict_on_batch(self, x):
+        return self.model.predict_on_batch(x)
+
+
+def test_2d_predictor_paths_agree_and_match_the_step_by_step_answer():
+    """The fused TF graph (a keras.Model), the two-graph path (a model with only
+    predict_on_batch) and both preprocessing implementations give the answer of
+    preprocess -> predict_slices -> restore_slices -> threshold -> largest component."""
+    model = conv_model((16, 16, 1), seed=7)
+    pre = {"kind": "slices", "image_size": [16, 16], "window": [-200, 250],
+           "clahe": {"clip_limit": 2.0, "tile_grid": [2, 2]}}
+    volume = np.random.default_rng(8).normal(20, 150, (20, 18, 7)).astype(np.float32)
+    tta = ("vflip", "hflip")
+    x = prep.preprocess_volume(volume, pre)
+    ref = prep.restore_slices(inference.predict_slices(model, x, tta=tta, batch_size=3),
+                              volume.shape[:2])[..., 0]
+    answers = [inference.Predictor(m, pre, tta=tta, batch_size=3, preprocess_impl=impl)
+               .predict(volume) for m in (model, _OnBatch(model)) for impl in ("opencv", "tf")]
+    for probs, label in answers:
+        np.testing.assert_allclose(probs, ref, atol=1e-6)  # flips summed in TF: round-off
+        np.testing.assert_array_equal(label, answers[0][1])
+    from keras_liver.postprocess import largest_component
+    np.testing.assert_array_equal(answers[0][1], largest_component(answers[0][0] > 0.5))
+    assert answers[0][1].dtype == np.uint8 and 0 < answers[0][1].sum() < volume.size
+    with pytest.raises(ValueError, match="preprocess_impl"):
+        inference.Predictor(model, pre, preprocess_impl="cv2")
+
+
+def test_largest_component_in_the_bounding_box_equals_the_whole_volume_answer():
+    from keras_liver.postprocess import largest_component
+    rng = np.random.default_rng(9)
+    mask = np.zeros((30, 26, 20), bool)
+    mask[5:20, 4:15, 3:17] = rng.random((15, 11, 14)) < 0.45  # many components
+    mask[25:28, 20:25, 0:2] = True
+    for m in (mask, mask[:, :, :1], np.zeros_like(mask), np.ones((4, 5, 6), bool)):
+        np.testing.assert_array_equal(inference.keep_largest_component(m), largest_component(m))
+
+
+def test_tf_in_plane_resize_matches_the_training_resize():
+    rng = np.random.default_rng(10)
+    hu = rng.normal(40, 300, (30, 22, 6)).astype(np.float32)
+    for size in ((16, 16), (45, 31), (30, 22)):
+        # float32 interpolation weights (TF) against SciPy's float64: ~1e-5 of the range
+        np.testing.assert_allclose(inference.resize_in_plane(hu, size),
+                                   volumetric.resize_in_plane(hu, size, order=1), atol=1e-2)
+        ref = np.clip(volumetric.resize_in_plane(volumetric.normalize_volume(hu, (-100, 200)),
+                                                 size, order=1), 0, 1)
+        got = inference._normalized_in_plane(hu, (-100, 200), size)
+        np.testing.assert_allclose(got, ref, atol=1e-5)  # serve_hu's tolerance
+        assert got.shape == (*size, 6) and got.dtype == np.float32 and got.max() > 0.5
+    np.testing.assert_array_equal(inference._normalized_in_plane(
+        np.full((8, 8, 3), 900.0, np.float32), (-100, 200), (4, 4)), 0.0)
+
+
 def test_3d_liver_slabs_resize_there_and_back_and_tile_z():
     """A scaled-identity 3-D model: each slab's output is 0.8 x its input, so the blended
     probability is 0.8 x the normalised volume resized to the run's in-plane size and back."""

@@ -17,13 +17,17 @@ prediction cannot disagree with training (nnU-Net's one plans file):
 
 - 2-D: each batch of ``batch_size`` axial slices goes through
   :func:`keras_liver.data.preprocessing.preprocess_batch` (window, CLAHE, normalisation,
-  resize), the model (optional flip TTA: the mean over the identity and each flip, MSA-UNet),
-  and is resized back to the input's in-plane grid
-  (:func:`~keras_liver.data.preprocessing.restore_slices`);
-  memory holds one batch of probabilities besides the label volume.
+  resize; window -> CLAHE by OpenCV in a ``tf.numpy_function`` by default,
+  ``preprocess_impl="tf"`` for TF ops, the same values), the model (optional flip TTA: the
+  mean over the identity and each flip, MSA-UNet), is resized back to the input's in-plane
+  grid (as :func:`~keras_liver.data.preprocessing.restore_slices`) and labelled, all in one
+  ``tf.function`` per predictor (traced once; the model runs inside it when it is a
+  ``keras.Model``); memory holds one batch of probabilities besides the label volume.
 - 3-D: :func:`keras_liver.data.volumetric.normalize_volume` with the run's window (HU clip,
   z-score, min–max over the whole volume); liver slabs: the volume resized in-plane to the
-  run's ``in_plane`` (:func:`~keras_liver.data.volumetric.resize_in_plane`, as in training)
+  run's ``in_plane`` (training's bilinear :func:`~keras_liver.data.volumetric.resize_in_plane`
+  interpolation, by ``tf.image.resize``: :func:`resize_in_plane`, equal within float32
+  round-off)
   and tiled by windows of ``depth`` slices with the run's ``stride``; tumour patches: native
   resolution, ``patch_size`` windows with half a patch of overlap (the cascade's default);
   an ``overlap`` argument (or the run config's ``inference.overlap``) replaces either step.
@@ -31,7 +35,8 @@ prediction cannot disagree with training (nnU-Net's one plans file):
   forward pass (:mod:`keras_liver.sliding_window`), and resized back.
 
 Then a threshold (one channel: ``threshold``, default 0.5) or an argmax (several classes),
-optionally the largest 3-D connected component (:func:`keras_liver.postprocess.largest_component`;
+optionally the largest 3-D connected component (:func:`keras_liver.postprocess.largest_component`,
+labelled inside the mask's bounding box: :func:`keep_largest_component`;
 default on for 2-D runs and liver slabs, off for tumour patches, where lesions are several),
 and a ``uint8`` label volume on the input grid, written with the input's affine and header,
 never reoriented. Unreadable input raises :class:`~keras_liver.errors.DataError` naming the

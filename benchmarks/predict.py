@@ -20,7 +20,8 @@ normalisation, in-plane resize, sliding 3-D windows, blending, resize back).
   same inputs the predictor feeds, the same batch size and number of passes (1 + TTA flips),
   preprocessed once beforehand, inputs resident;
 - ratio = end to end / forward (target <= 1.15). A breakdown times each step of the 2-D path
-  separately (preprocess, ``predict_on_batch`` passes, restore, threshold, largest component).
+  separately (preprocess, ``predict_on_batch`` passes, resize back + threshold/argmax, largest
+  component; the predictor fuses the first three in one ``tf.function`` per batch).
 """
 from __future__ import annotations
 
@@ -34,8 +35,8 @@ from benchmarks import _common as C
 
 COLUMNS = ["model", "preset", "input", "volume", "batch", "passes", "forward s",
            "predict s", "ratio", "target", "met", "forward CPU s", "predict CPU s", "CPU ratio"]
-BREAKDOWN_COLUMNS = ["model", "preprocess s", "predict_on_batch s", "restore s", "threshold s",
-                     "largest component s", "sum s", "predict s"]
+BREAKDOWN_COLUMNS = ["model", "preprocess s", "predict_on_batch s", "restore + label s",
+                     "largest component s", "foreground %", "sum s", "predict s"]
 TARGET = 1.15
 DEFAULT_3D = ("ra_unet/liver",)
 
@@ -112,18 +113,22 @@ def forward_fn(model, x: np.ndarray, batch: int, passes: int, jit: bool, device:
 
 
 def breakdown(entry: C.ModelEntry, predictor, volume: np.ndarray, repeats: int) -> dict:
-    """Seconds of each step of the 2-D predictor on ``volume``, each timed on its own."""
+    """Seconds of each step of the 2-D predictor on ``volume``, each timed on its own (the
+    predictor runs them fused in one ``tf.function`` per batch; here each is its own graph)."""
+    import tensorflow as tf
+
     from keras_liver import inference
     from keras_liver.data import preprocessing as prep
-    from keras_liver.postprocess import largest_component
 
-    b = predictor.batch_size
-    chunks = [np.moveaxis(volume[:, :, i:i + b], 2, 0) for i in range(0, volume.shape[2], b)]
+    b, cfg = predictor.batch_size, predictor.preprocessing
+    chunks = [tf.constant(np.moveaxis(volume[:, :, i:i + b], 2, 0))
+              for i in range(0, volume.shape[2], b)]
+    pre_fn = tf.function(lambda c: prep.preprocess_batch(c, cfg, impl=predictor.preprocess_impl))
     pre = [None] * len(chunks)
 
     def do_pre():
         for i, c in enumerate(chunks):
-            pre[i] = prep.preprocess_batch(c, predictor.preprocessing).numpy()
+            pre[i] = pre_fn(c).numpy()
 
     t_pre = C.time_call(do_pre, warmup=1, repeats=repeats).median
     outs = [None] * len(chunks)
@@ -134,26 +139,34 @@ def breakdown(entry: C.ModelEntry, predictor, volume: np.ndarray, repeats: int) 
                                                batch_size=b)
 
     t_model = C.time_call(do_model, warmup=1, repeats=repeats).median
-    restored = [None] * len(chunks)
+    xy = volume.shape[:2]
+    thr = float(predictor.threshold)
+
+    @tf.function
+    def restore_label(p):
+        if p.shape[1:3] != xy:
+            p = tf.image.resize(p, xy, method="bilinear", antialias=False)
+        label = (tf.cast(p[..., 0] > thr, tf.uint8) if p.shape[-1] == 1
+                 else tf.cast(tf.argmax(p, axis=-1), tf.uint8))
+        return tf.transpose(p, [1, 2, 0, 3]), tf.transpose(label, [1, 2, 0])
+
+    labels = [None] * len(outs)
 
     def do_restore():
         for i, p in enumerate(outs):
-            restored[i] = prep.restore_slices(p, volume.shape[:2])
+            q, labels[i] = (t.numpy() for t in restore_label(tf.constant(p)))
 
     t_restore = C.time_call(do_restore, warmup=1, repeats=repeats).median
-    probs = np.concatenate(restored, axis=2)
-    if probs.shape[-1] == 1:
-        probs = probs[..., 0]
-    t_thr = C.time_call(lambda: inference._labels(probs, predictor.threshold), warmup=1,
-                        repeats=repeats).median
-    label = inference._labels(probs, predictor.threshold)
-    if probs.ndim == 3 and predictor.largest_component:
-        t_lc = C.time_call(lambda: largest_component(label > 0), warmup=1, repeats=repeats).median
+    label = np.concatenate(labels, axis=2)
+    if outs[0].shape[-1] == 1 and predictor.largest_component:
+        t_lc = C.time_call(lambda: inference.keep_largest_component(label > 0), warmup=1,
+                           repeats=repeats).median
     else:
         t_lc = 0.0
     return {"model": entry.id, "preprocess s": t_pre, "predict_on_batch s": t_model,
-            "restore s": t_restore, "threshold s": t_thr, "largest component s": t_lc,
-            "sum s": t_pre + t_model + t_restore + t_thr + t_lc}
+            "restore + label s": t_restore, "largest component s": t_lc,
+            "foreground %": 100.0 * float((label > 0).mean()),
+            "sum s": t_pre + t_model + t_restore + t_lc}
 
 
 def parse_args(argv=None):

@@ -902,10 +902,12 @@ _MRI_LIVER = (350.0, 550.0)
 
 #: Per-case intensity of each tissue as a multiple of the liver's (uniform draws), and the
 #: amplitude of its texture (same multiple). Contrast-enhanced T1-weighted gradient echo in
-#: the portal-venous phase, without complete fat suppression.
+#: the portal-venous phase with spectral fat suppression, as the dynamic contrast-enhanced
+#: liver protocols acquire it (3-D T1 GRE such as LAVA, VIBE, THRIVE): fat is dark, not
+#: iso-intense to the liver.
 _MRI_T1PV = {
-    Tissue.AIR: ((0.0, 0.0), 0.0), Tissue.FAT: ((0.9, 1.3), 0.04), Tissue.MUSCLE: ((0.45, 0.6), 0.02),
-    Tissue.BONE_CANCELLOUS: ((0.6, 0.9), 0.06), Tissue.BONE_CORTICAL: ((0.02, 0.08), 0.01),
+    Tissue.AIR: ((0.0, 0.0), 0.0), Tissue.FAT: ((0.25, 0.45), 0.03), Tissue.MUSCLE: ((0.45, 0.6), 0.02),
+    Tissue.BONE_CANCELLOUS: ((0.4, 0.6), 0.05), Tissue.BONE_CORTICAL: ((0.02, 0.08), 0.01),
     Tissue.RIB: ((0.1, 0.3), 0.02), Tissue.DISC: ((0.3, 0.45), 0.02), Tissue.CSF: ((0.1, 0.2), 0.01),
     Tissue.LUNG: ((0.03, 0.08), 0.01), Tissue.HEART: ((1.3, 1.7), 0.05),
     Tissue.LIVER: ((1.0, 1.0), 0.02), Tissue.TUMOUR: ((0.3, 0.65), 0.03),
@@ -972,8 +974,9 @@ def mri_intensities(anatomy: Anatomy, seed: int) -> np.ndarray:
     spleen                           0.85-1.1    homogeneous enhancement close to the liver
     kidney cortex / medulla          1.3-1.7 /   enhancing (nephrographic)
                                      1.0-1.4
-    fat                              0.9-1.3     bright-ish (T1 short; incomplete fat sat)
-    vertebral marrow                 0.6-0.9     fatty marrow
+    fat                              0.25-0.45   suppressed (fat-saturated DCE sequence;
+                                                 incomplete, so not black)
+    vertebral marrow                 0.4-0.6     fatty marrow, partly suppressed
     muscle / disc                    0.45-0.6 /  darker than liver on T1
                                      0.3-0.45
     stomach wall / content / bowel   0.7-1.0 /   enhancing mucosa; fluid dark on T1

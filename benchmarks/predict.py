@@ -19,6 +19,8 @@ normalisation, in-plane resize, sliding 3-D windows, blending, resize back).
 - forward: a ``tf.function`` of ``model(x, training=False)`` (``jit_compile=--jit``) over the
   same inputs the predictor feeds, the same batch size and number of passes (1 + TTA flips),
   preprocessed once beforehand, inputs resident;
+- label: ``predictor.label(volume)``, what ``keras-liver predict`` runs (the uint8 label
+  volume only, no probability volume on the input grid), timed the same way;
 - ratio = end to end / forward (target <= 1.15). A breakdown times each step of the 2-D path
   separately (preprocess, ``predict_on_batch`` passes, resize back + threshold/argmax, largest
   component; the predictor fuses the first three in one ``tf.function`` per batch).
@@ -34,7 +36,8 @@ import numpy as np
 from benchmarks import _common as C
 
 COLUMNS = ["model", "preset", "input", "volume", "batch", "passes", "forward s",
-           "predict s", "ratio", "target", "met", "forward CPU s", "predict CPU s", "CPU ratio"]
+           "predict s", "ratio", "target", "met", "forward CPU s", "predict CPU s", "CPU ratio",
+           "label s", "label ratio", "label CPU s", "label CPU ratio"]
 BREAKDOWN_COLUMNS = ["model", "preprocess s", "predict_on_batch s", "restore + label s",
                      "largest component s", "foreground %", "sum s", "predict s"]
 TARGET = 1.15
@@ -229,7 +232,12 @@ def main(argv=None) -> dict[str, Any]:
 
         t_fwd = C.time_call(forward_fn(model, x, predictor.batch_size, passes, args.jit, device),
                             warmup=1, repeats=repeats)
+        def run_label():
+            with tf.device(device):
+                predictor.label(volume)
+
         t_pred = C.time_call(run_predict, warmup=1, repeats=repeats)
+        t_label = C.time_call(run_label, warmup=1, repeats=repeats)
         ratio = t_pred.median / t_fwd.median
         row = {"model": entry.id, "preset": entry.preset,
                "input": "x".join(map(str, entry.input_shape)),
@@ -238,7 +246,10 @@ def main(argv=None) -> dict[str, Any]:
                "predict s": t_pred.median, "ratio": ratio, "target": TARGET,
                "met": ratio <= TARGET, "forward CPU s": t_fwd.cpu_median,
                "predict CPU s": t_pred.cpu_median,
-               "CPU ratio": t_pred.cpu_median / t_fwd.cpu_median}
+               "CPU ratio": t_pred.cpu_median / t_fwd.cpu_median,
+               "label s": t_label.median, "label ratio": t_label.median / t_fwd.median,
+               "label CPU s": t_label.cpu_median,
+               "label CPU ratio": t_label.cpu_median / t_fwd.cpu_median}
         rows.append(row)
         print(C.markdown_table([row], COLUMNS).splitlines()[-1], file=sys.stderr, flush=True)
         if entry.rank == 2 and not args.no_breakdown:

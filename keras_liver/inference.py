@@ -116,9 +116,13 @@ def _labels(probs: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def keep_largest_component(mask: np.ndarray) -> np.ndarray:
-    """:func:`keras_liver.postprocess.largest_component` of a binary mask, labelled inside the
-    mask's bounding box only: no component reaches outside it, so the result is the same,
-    and ``scipy.ndimage.label`` scans the box instead of the whole volume."""
+    """:func:`keras_liver.postprocess.largest_component` of a binary mask (full connectivity),
+    with the same result at a fraction of its cost on a whole volume: labelled inside the
+    mask's bounding box only (no component reaches outside it), and the component sizes
+    counted by ``scipy.ndimage.histogram`` on the int32 labels (``np.bincount`` first copies
+    them to int64: on 512x512x100 voxels it took as long as the labelling)."""
+    from scipy import ndimage
+
     mask = np.asarray(mask, bool)
     if mask.ndim != 3:
         return largest_component(mask)
@@ -128,8 +132,12 @@ def keep_largest_component(mask: np.ndarray) -> np.ndarray:
     if not spans[0].size:
         return mask
     box = tuple(slice(int(h[0]), int(h[-1]) + 1) for h in spans)
+    labels, count = ndimage.label(mask[box], structure=ndimage.generate_binary_structure(3, 3))
+    if count <= 1:
+        return mask
+    sizes = ndimage.histogram(labels, 1, count, count)  # sizes of labels 1 .. count
     out = np.zeros(mask.shape, bool)
-    out[box] = largest_component(mask[box])
+    out[box] = labels == int(np.argmax(sizes)) + 1       # the first largest, as largest_component
     return out
 
 
@@ -257,7 +265,7 @@ class Predictor(_FilePredictor):
         def finish(total, passes, chunk):
             """Mean over the passes (``passes`` is an input, so Grappler cannot turn the
             division into a multiply by a reciprocal), resize to the chunk's grid
-            (restore_slices), labels; the slice axis moved last."""
+            (restore_slices), labels; slice axis first."""
             p = total[:tf.shape(chunk)[0]] / passes
             xy = tf.shape(chunk)[1:3]
             p = tf.cond(tf.reduce_all(tf.equal(tf.shape(p)[1:3], xy)), lambda: p,
@@ -267,10 +275,8 @@ class Predictor(_FilePredictor):
                 label = tf.cast(p[..., 0] > threshold, tf.uint8)
             else:
                 label = tf.cast(tf.argmax(p, axis=-1), tf.uint8)
-            label = tf.transpose(label, [1, 2, 0])
             if not with_probs:
                 return label
-            p = tf.transpose(p, [1, 2, 0, 3])
             return (p[..., 0] if p.shape[-1] == 1 else p), label
 
         if isinstance(model, keras.Model):
@@ -300,7 +306,7 @@ class Predictor(_FilePredictor):
         return two_graphs
 
     def _batches(self, volume: np.ndarray, with_probs: bool):
-        """``(first slice, probabilities (X, Y, n[, C]) or None, label (X, Y, n))`` per batch
+        """``(first slice, probabilities (n, X, Y[, C]) or None, label (n, X, Y))`` per batch
         of axial slices."""
         from tqdm import tqdm
 
@@ -320,17 +326,22 @@ class Predictor(_FilePredictor):
                 bar.update(int(chunk.shape[0]))
 
     def _collect(self, volume: np.ndarray, with_probs: bool):
+        """``(probabilities, label)`` on the volume's grid, filled batch by batch slice-first
+        (contiguous writes): the probabilities are returned as an ``(x, y, z[, C])`` view of
+        that ``(z, x, y[, C])`` array (no copy of the largest array), the label as a
+        contiguous ``(x, y, z)`` array."""
         probs = label = None
         nz = np.shape(volume)[2] if np.ndim(volume) == 3 else 0
         for i, p, lab in self._batches(volume, with_probs):
             if label is None:
-                label = np.empty((*lab.shape[:2], nz), np.uint8)
+                label = np.empty((nz, *lab.shape[1:]), np.uint8)
                 if with_probs:
-                    probs = np.empty((*p.shape[:2], nz, *p.shape[3:]), np.float32)
-            label[:, :, i:i + lab.shape[2]] = lab
+                    probs = np.empty((nz, *p.shape[1:]), np.float32)
+            label[i:i + len(lab)] = lab
             if with_probs:
-                probs[:, :, i:i + p.shape[2]] = p
-        return probs, label
+                probs[i:i + len(p)] = p
+        label = np.ascontiguousarray(np.moveaxis(label, 0, 2))
+        return (np.moveaxis(probs, 0, 2) if with_probs else None), label
 
     def probabilities(self, volume: np.ndarray) -> np.ndarray:
         """Foreground probabilities ``(x, y, z)`` (or ``(x, y, z, C)`` for C > 1 classes)."""

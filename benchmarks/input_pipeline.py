@@ -268,6 +268,19 @@ def stage_table(root: str, config: dict[str, Any], repeats: int, n: int = 64
         ("augment", lambda a, b: A.augment(a, b, seed, cfg), (xt, yt),
          lambda: bare.augment(xt, yt)),
     ]
+    # the augmentation's parts on their own (the same draws, the other parts off)
+    aug = cfg["augment"]
+    parts = [("augment: flips", {"vflip": aug["vflip"], "hflip": aug["hflip"]},
+              aug["vflip"] or aug["hflip"]),
+             ("augment: crop + resize", {"crop": aug["crop"]}, aug["crop"] > 0),
+             ("augment: translate", {"translate": aug["translate"]}, aug["translate"] > 0)]
+    for name, only, active in parts:
+        if active:
+            part_cfg = dict(cfg, augment=only)
+            part_bare = BareLoop(part_cfg)
+            stages.append((name, lambda a, b, c=prep.resolve_config(part_cfg):
+                           A.augment(a, b, seed, c), (xt, yt),
+                           lambda pb=part_bare: pb.augment(xt, yt)))
     rows = []
     for name, tf_fn, args, np_fn in stages:
         base = tf.data.Dataset.from_tensors(tuple(tf.constant(a) for a in args)).repeat(n)

@@ -59,7 +59,8 @@ def test_input_pipeline_quick(tmp_path):
     _positive(row, ["tf.data slices/s", "bare loop slices/s", "ratio", "CPU ratio"])
     stages = {s["stage"] for s in out["stages"]["tiny"]}
     assert {"parse", "window + CLAHE (OpenCV)", "window + CLAHE (TF ops)", "resize + target",
-            "augment"} == stages
+            "augment", "augment: flips", "augment: crop + resize",
+            "augment: translate"} == stages
 
 
 def test_bare_loop_matches_pipeline_preprocessing(tmp_path):

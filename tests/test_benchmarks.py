@@ -1,6 +1,7 @@
 """Smoke test of the benchmarks (``benchmarks/``): each one's ``--quick`` path runs in-process
 at tiny sizes and returns rows with the printed table's columns, holding finite, positive
 figures. No speed is asserted (the figures depend on the machine and its load)."""
+import json
 import math
 import os
 import sys
@@ -50,9 +51,17 @@ def test_train_step_rejects_unknown_model():
 
 
 def test_input_pipeline_quick(tmp_path):
+    train = tmp_path / "train_step.json"  # a train-step row to set the pipeline against
+    train.write_text(json.dumps({"rows": [
+        {"model": "m", "preset": "tiny", "rank": 2, "input": "32x32x1", "batch": 4,
+         "slices/s": 8.0, "CPU s/step": 0.5},
+        {"model": "v", "preset": "tiny", "rank": 3, "slices/s": 1.0}]}))
     out = input_pipeline.main(["--quick", "--cases", "1", "--depth", "8", "--size", "64",
                                "--repeats", "1", "--data-dir", str(tmp_path),
-                               "--train-json", str(tmp_path / "none.json")])
+                               "--train-json", str(train)])
+    (head,) = out["headroom"]                       # the 2-D row only
+    assert head["model slices/s"] == 8.0 and head["model slices per CPU s"] == 8.0
+    _positive(head, ["headroom", "CPU headroom", "tf.data slices per CPU s"])
     (row,) = out["rows"]
     assert set(input_pipeline.COLUMNS) <= set(row)
     assert row["slices"] == 8                       # both sides saw every slice of the split

@@ -65,19 +65,19 @@ def test_predict_writes_on_the_input_grid(tiny_run, phantom_lits, tmp_path, caps
 
 def test_predict_tta_flag_overrides_the_runs_setting(tiny_run, phantom_lits, tmp_path, capsys,
                                                     monkeypatch):
-    """--tta flips averages the identity and both flips (the model sees three batches),
-    --tta none and the run's default (RA V-Net: none) only the identity."""
+    """--tta flips averages the identity and both flips, --tta none and the run's default
+    (RA V-Net: none) only the identity: the flips of the predictor that writes the file."""
     from keras_liver import inference
 
     run_dir, _, _ = tiny_run
     src = os.path.join(phantom_lits, "volume-1.nii.gz")
-    seen, real = [], inference.predict_slices
+    seen, real = [], inference.Predictor.predict_file
 
-    def spy(model, x, tta=(), **kwargs):
-        seen.append(tuple(tta))
-        return real(model, x, tta=tta, **kwargs)
+    def spy(self, in_path, out_path):
+        seen.append(tuple(self.tta))
+        return real(self, in_path, out_path)
 
-    monkeypatch.setattr(inference, "predict_slices", spy)
+    monkeypatch.setattr(inference.Predictor, "predict_file", spy)
     for flag, expected in ((["--tta", "flips"], ("vflip", "hflip")), (["--tta", "none"], ()),
                            ([], ())):
         out = str(tmp_path / f"pred{len(seen)}.nii.gz")

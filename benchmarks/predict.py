@@ -122,6 +122,7 @@ def breakdown(entry: C.ModelEntry, predictor, volume: np.ndarray, repeats: int) 
 
     from keras_liver import inference
     from keras_liver.data import preprocessing as prep
+    from keras_liver.postprocess import largest_component
 
     b, cfg = predictor.batch_size, predictor.preprocessing
     chunks = [tf.constant(np.moveaxis(volume[:, :, i:i + b], 2, 0))
@@ -162,7 +163,7 @@ def breakdown(entry: C.ModelEntry, predictor, volume: np.ndarray, repeats: int) 
     t_restore = C.time_call(do_restore, warmup=1, repeats=repeats).median
     label = np.concatenate(labels, axis=2)
     if outs[0].shape[-1] == 1 and predictor.largest_component:
-        t_lc = C.time_call(lambda: inference.keep_largest_component(label > 0), warmup=1,
+        t_lc = C.time_call(lambda: largest_component(label > 0), warmup=1,
                            repeats=repeats).median
     else:
         t_lc = 0.0

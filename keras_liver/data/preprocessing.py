@@ -268,14 +268,7 @@ def window_clahe_np(x, lo: float, hi: float, clip_limit: float, tile_grid) -> np
     x = np.asarray(x, dtype=np.float32)
     obj = cv2.createCLAHE(clipLimit=float(clip_limit),
                           tileGridSize=tuple(int(t) for t in tile_grid))
-    # window_np then to_uint8_np, the same float32 operations in place (one buffer)
-    t = np.clip(x, np.float32(lo), np.float32(hi))
-    t -= np.float32(lo)
-    t *= window_scale(lo, hi)
-    np.clip(t, np.float32(0.0), np.float32(1.0), out=t)
-    t *= np.float32(255.0)
-    np.round(t, out=t)
-    u8 = t.astype(np.uint8)
+    u8 = to_uint8_np(window_np(x, lo, hi))
     out = np.empty(x.shape, np.float32)
     for i in range(x.shape[0]):
         out[i] = obj.apply(u8[i])

@@ -181,7 +181,6 @@ class Predictor(_FilePredictor):
     progress: bool = False
     preprocess_impl: str = "opencv"
     _graphs: dict = field(default_factory=dict, init=False, repr=False, compare=False)
-    _channels: int | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         self.tta = check_tta(self.tta)
@@ -244,14 +243,14 @@ class Predictor(_FilePredictor):
             xy = tf.shape(chunk)[1:3]
             p = tf.cond(tf.reduce_all(tf.equal(tf.shape(p)[1:3], xy)), lambda: p,
                         lambda: tf.image.resize(p, xy, method="bilinear", antialias=False))
-            self._channels = int(p.shape[-1])  # set at trace time: binary or classes
-            if p.shape[-1] == 1:
+            binary = p.shape[-1] == 1
+            if binary:
                 label = tf.cast(p[..., 0] > threshold, tf.uint8)
             else:
                 label = tf.cast(tf.argmax(p, axis=-1), tf.uint8)
-            if not with_probs:
-                return label
-            return (p[..., 0] if p.shape[-1] == 1 else p), label
+            # the head's kind travels with the answer (a one-channel head is binary)
+            probs = (p[..., 0] if binary else p) if with_probs else tf.zeros([0])
+            return probs, label, tf.constant(binary)
 
         if isinstance(model, keras.Model):
             def forward(x):
@@ -280,8 +279,8 @@ class Predictor(_FilePredictor):
         return two_graphs
 
     def _batches(self, volume: np.ndarray, with_probs: bool):
-        """``(first slice, probabilities (n, X, Y[, C]) or None, label (n, X, Y))`` per batch
-        of axial slices."""
+        """``(first slice, probabilities (n, X, Y[, C]) or None, label (n, X, Y), binary)``
+        per batch of axial slices; ``binary``: the model has a one-channel (sigmoid) head."""
         from tqdm import tqdm
 
         volume = _check_volume(volume)
@@ -292,21 +291,19 @@ class Predictor(_FilePredictor):
                   disable=not self.progress, leave=False) as bar:
             for i in range(0, nz, self.batch_size):
                 chunk = tf.constant(np.moveaxis(volume[:, :, i:i + self.batch_size], 2, 0))
-                out = step(chunk, passes)
-                if with_probs:
-                    yield i, out[0].numpy(), out[1].numpy()
-                else:
-                    yield i, None, out.numpy()
+                probs, label, binary = step(chunk, passes)
+                yield i, (probs.numpy() if with_probs else None), label.numpy(), bool(binary)
                 bar.update(int(chunk.shape[0]))
 
     def _collect(self, volume: np.ndarray, with_probs: bool):
-        """``(probabilities, label)`` on the volume's grid, filled batch by batch slice-first
-        (contiguous writes): the probabilities are returned as an ``(x, y, z[, C])`` view of
-        that ``(z, x, y[, C])`` array (no copy of the largest array), the label as a
+        """``(probabilities, label, binary)`` on the volume's grid, filled batch by batch
+        slice-first (contiguous writes): the probabilities are returned as an ``(x, y, z[, C])``
+        view of that ``(z, x, y[, C])`` array (no copy of the largest array), the label as a
         contiguous ``(x, y, z)`` array."""
         probs = label = None
+        binary = False
         nz = np.shape(volume)[2] if np.ndim(volume) == 3 else 0
-        for i, p, lab in self._batches(volume, with_probs):
+        for i, p, lab, binary in self._batches(volume, with_probs):
             if label is None:
                 label = np.empty((nz, *lab.shape[1:]), np.uint8)
                 if with_probs:
@@ -315,7 +312,7 @@ class Predictor(_FilePredictor):
             if with_probs:
                 probs[i:i + len(p)] = p
         label = np.ascontiguousarray(np.moveaxis(label, 0, 2))
-        return (np.moveaxis(probs, 0, 2) if with_probs else None), label
+        return (np.moveaxis(probs, 0, 2) if with_probs else None), label, binary
 
     def probabilities(self, volume: np.ndarray) -> np.ndarray:
         """Foreground probabilities ``(x, y, z)`` (or ``(x, y, z, C)`` for C > 1 classes)."""
@@ -328,13 +325,13 @@ class Predictor(_FilePredictor):
 
     def label(self, volume: np.ndarray) -> np.ndarray:
         """The uint8 label volume, computed batch by batch (no full probability volume)."""
-        _, label = self._collect(volume, False)
-        return self._postprocess(label, self._channels == 1)
+        _, label, binary = self._collect(volume, False)
+        return self._postprocess(label, binary)
 
     def predict(self, volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(probabilities, label)`` on the volume's grid; label uint8."""
-        probs, label = self._collect(volume, True)
-        return probs, self._postprocess(label, probs.ndim == 3)
+        probs, label, binary = self._collect(volume, True)
+        return probs, self._postprocess(label, binary)
 
 
 # --------------------------------------------------------------------------- 3-D runs

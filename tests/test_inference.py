@@ -220,6 +220,24 @@ def test_2d_batches_give_the_whole_volume_answer_and_labels_match_probabilities(
         small.predict(np.zeros((4, 4), np.float32))
 
 
+def test_label_alone_keeps_the_largest_component_of_binary_heads_only():
+    """``label`` called first (no ``predict`` traced before it) post-processes by the head:
+    a one-channel head keeps its largest component, a multi-class head keeps every voxel."""
+    volume = np.zeros((24, 24, 6), np.float32)
+    volume[2:6, 2:6, 1:3] = 1.0          # small blob
+    volume[12:22, 12:22, 1:5] = 1.0      # large blob
+    pre = {"kind": "slices", "image_size": [24, 24]}
+    binary = rescaling((24, 24, 1))                        # probability = the image
+    label = inference.Predictor(binary, pre).label(volume)
+    large = np.zeros(volume.shape, np.uint8)
+    large[12:22, 12:22, 1:5] = 1
+    np.testing.assert_array_equal(label, large)
+    inp = keras.Input((24, 24, 1))
+    two = keras.Model(inp, keras.layers.Concatenate()([1.0 - inp, inp]))  # class 1 = the image
+    np.testing.assert_array_equal(inference.Predictor(two, pre).label(volume),
+                                  (volume > 0).astype(np.uint8))
+
+
 class _OnBatch:
     """A model that only has ``predict_on_batch`` (as the cascade's Ensemble)."""
 

@@ -243,7 +243,7 @@ def stage_table(root: str, config: dict[str, Any], repeats: int, n: int = 64
     seed = tf.constant([1, 2], tf.int64)
 
     stages = [
-        ("parse", lambda s_: schema.parse_example(s_, 2)["image"], (payload,),
+        ("parse", lambda s_: schema.parse_image_label(s_, 2), (payload,),
          lambda: bare.decode(payload)),
     ]
     if cfg["clahe"] is not None:

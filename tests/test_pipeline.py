@@ -84,6 +84,38 @@ def _ids(ds):
     return out
 
 
+def test_parse_example_and_parse_image_label_match_the_numpy_decoder(tiny):
+    for kind, rank in (("slices", 2), ("volumes", 3)):
+        ds = tf.data.TFRecordDataset(schema.shard_path(tiny, kind, "c1"),
+                                     compression_type=schema.COMPRESSION).take(3)
+        full = ds.map(lambda s: schema.parse_example(s, rank))
+        pair = ds.map(lambda s: schema.parse_image_label(s, rank))
+        assert full.element_spec["image"].shape.rank == rank
+        assert [t.shape.rank for t in pair.element_spec] == [rank, rank]
+        # the variable-length parse of the shape (any rank) reads the same records
+        loose = ds.map(lambda s: tf.io.parse_single_example(s, schema.feature_spec()))
+        for raw, ex, (image, label), f in zip(ds.as_numpy_iterator(), full.as_numpy_iterator(),
+                                              pair.as_numpy_iterator(), loose):
+            ref = schema.decode_example(raw)
+            assert ex["image"].dtype == image.dtype == np.float32
+            assert ex["label"].dtype == label.dtype == np.uint8
+            for got in (ex["image"], image):
+                np.testing.assert_array_equal(got, ref["image"])
+            for got in (ex["label"], label):
+                np.testing.assert_array_equal(got, ref["label"])
+            np.testing.assert_allclose(ex["spacing"], ref["spacing"])
+            assert ex["case_id"].decode() == ref["case_id"] == "c1"
+            assert int(ex["slice_index"]) == ref["slice_index"]
+            assert int(ex["foreground"]) == ref["foreground"]
+            assert ex["label_values"].dtype == np.int64
+            assert ex["label_values"].tolist() == ref["label_values"]
+            assert tf.sparse.to_dense(f["shape"]).numpy().tolist() == list(ref["image"].shape)
+        with pytest.raises(tf.errors.InvalidArgumentError):  # a volume is not a slice
+            next(iter(ds.map(lambda s: schema.parse_image_label(s, 5 - rank))))
+    with pytest.raises(ValueError, match="rank must be 2 or 3"):
+        schema.parse_image_label(tf.constant(b""), 4)
+
+
 def test_splits_have_their_cases_only_in_manifest_order(tiny):
     cfg = {"batch_size": 3}
     ds = PL.build_datasets(tiny, cfg, seed=1)

@@ -198,13 +198,13 @@ def _parse_fn(cfg, impl: str):
     rank = 2 if cfg["kind"] == "slices" else 3
 
     def parse(serialized):
-        ex = schema.parse_example(serialized, rank)
+        image, label = schema.parse_image_label(serialized, rank)
         if rank == 2:
-            return (preprocess_batch(ex["image"][tf.newaxis], cfg, impl=impl)[0],
-                    target_batch(ex["label"][tf.newaxis], cfg)[0])
+            return (preprocess_batch(image[tf.newaxis], cfg, impl=impl)[0],
+                    target_batch(label[tf.newaxis], cfg)[0])
         # volume (X, Y, Z): preprocess the Z slices as a batch, then put the slice axis third.
-        image = preprocess_batch(tf.transpose(ex["image"], [2, 0, 1]), cfg, impl=impl)
-        target = target_batch(tf.transpose(ex["label"], [2, 0, 1]), cfg)
+        image = preprocess_batch(tf.transpose(image, [2, 0, 1]), cfg, impl=impl)
+        target = target_batch(tf.transpose(label, [2, 0, 1]), cfg)
         return tf.transpose(image, [1, 2, 0, 3]), tf.transpose(target, [1, 2, 0, 3])
 
     return parse

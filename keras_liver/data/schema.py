@@ -120,18 +120,37 @@ def encode_example(image: np.ndarray, label: np.ndarray, *, case_id: str,
 
 # --------------------------------------------------------------------------- decoding (TF)
 
-def feature_spec():
+def feature_spec(rank: int | None = None):
+    """The parsing spec of ``FEATURES``. ``shape`` is a variable-length list, or, given the
+    ``rank`` of the examples (2 slices, 3 volumes), a fixed-length one parsed straight to a
+    dense tensor (the records are the same either way)."""
     import tensorflow as tf
     return {
         "image": tf.io.FixedLenFeature([], tf.string),
         "label": tf.io.FixedLenFeature([], tf.string),
-        "shape": tf.io.VarLenFeature(tf.int64),
+        "shape": (tf.io.VarLenFeature(tf.int64) if rank is None
+                  else tf.io.FixedLenFeature([rank], tf.int64)),
         "spacing": tf.io.FixedLenFeature([3], tf.float32),
         "case_id": tf.io.FixedLenFeature([], tf.string),
         "slice_index": tf.io.FixedLenFeature([], tf.int64),
         "foreground": tf.io.FixedLenFeature([], tf.int64),
         "label_values": tf.io.VarLenFeature(tf.int64),
     }
+
+
+def _check_rank(rank):
+    if rank not in (2, 3):
+        raise ValueError(f"rank must be 2 or 3, received {rank}")
+
+
+def _arrays(f):
+    """``image`` float32 and ``label`` uint8 from the raw bytes and dense ``shape`` of ``f``."""
+    import tensorflow as tf
+
+    shape = tf.cast(f["shape"], tf.int32)
+    image = tf.reshape(tf.io.decode_raw(f["image"], tf.float32, little_endian=True), shape)
+    label = tf.reshape(tf.io.decode_raw(f["label"], tf.uint8), shape)
+    return image, label
 
 
 def parse_example(serialized, rank: int):
@@ -142,13 +161,9 @@ def parse_example(serialized, rank: int):
     """
     import tensorflow as tf
 
-    if rank not in (2, 3):
-        raise ValueError(f"rank must be 2 or 3, received {rank}")
-    f = tf.io.parse_single_example(serialized, feature_spec())
-    shape = tf.cast(tf.sparse.to_dense(f["shape"]), tf.int32)
-    shape = tf.ensure_shape(shape, [rank])
-    image = tf.reshape(tf.io.decode_raw(f["image"], tf.float32, little_endian=True), shape)
-    label = tf.reshape(tf.io.decode_raw(f["label"], tf.uint8), shape)
+    _check_rank(rank)
+    f = tf.io.parse_single_example(serialized, feature_spec(rank))
+    image, label = _arrays(f)
     return {
         "image": image,
         "label": label,
@@ -158,6 +173,18 @@ def parse_example(serialized, rank: int):
         "foreground": f["foreground"],
         "label_values": tf.sparse.to_dense(f["label_values"]),
     }
+
+
+def parse_image_label(serialized, rank: int):
+    """``(image, label)`` of one serialized example, as :func:`parse_example` returns them,
+    parsing only the ``image``, ``label`` and ``shape`` features (the training pipeline's
+    parse)."""
+    import tensorflow as tf
+
+    _check_rank(rank)
+    spec = feature_spec(rank)
+    return _arrays(tf.io.parse_single_example(
+        serialized, {k: spec[k] for k in ("image", "label", "shape")}))
 
 
 def decode_example(serialized: bytes) -> dict[str, Any]:

@@ -59,12 +59,12 @@ def test_phantom_presets(experiment):
     demo, tiny = experiment["presets"]["demo"], experiment["presets"]["tiny"]
     common_block = {"seed": 0, "layout": "msd", "task": "couinaud", "modality": "mri",
                     "folder": "phantom/couinaud"}
-    assert demo["phantom"] == {"cases": 80, **common_block}
+    assert demo["phantom"] == {"cases": 400, **common_block, "shape": [128, 128, 24]}
     assert tiny["phantom"] == {"cases": 5, **common_block, "shape": [96, 96, 20]}
     # the description carries the measured demo figures (time and mean segment Dice)
-    assert "measured on 2 cores" in demo["description"] and "mean segment Dice" in demo["description"]
+    assert "Measured 20" in demo["description"] and "mean segment Dice" in demo["description"]
     assert demo["model"]["input_shape"] == [96, 96, 1] and demo["data"]["image_size"] == [96, 96]
-    assert demo["data"]["batch_size"] == 8 and demo["training"]["epochs"] == 10
+    assert demo["data"]["batch_size"] == 8 and demo["training"]["epochs"] == 5
     assert tiny["model"]["input_shape"] == [32, 32, 1] and tiny["model"]["base_filters"] == 2
     assert tiny["data"]["image_size"] == [32, 32] and tiny["training"]["epochs"] == 1
     for preset in (demo, tiny):

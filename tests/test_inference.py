@@ -293,6 +293,25 @@ def test_largest_component_in_the_bounding_box_equals_the_whole_volume_answer():
         np.testing.assert_array_equal(largest_component(m), whole_volume(m))
 
 
+def test_bounding_box_from_projections_equals_the_voxel_coordinates_box():
+    from keras_liver.postprocess import bounding_box
+
+    def by_coordinates(m, margin):  # min/max of every foreground voxel's coordinates
+        coords = np.nonzero(m)
+        if not coords[0].size:
+            return None
+        return tuple(slice(max(int(c.min()) - margin, 0), min(int(c.max()) + margin + 1, n))
+                     for c, n in zip(coords, m.shape))
+
+    rng = np.random.default_rng(3)
+    mask = np.zeros((12, 9, 7), bool)
+    mask[3:8, 0:4, 2] = rng.random((5, 4)) < 0.6
+    mask[10, 6, 6] = True
+    for m in (mask, mask[:, :, 2], mask[:, :, 5], np.zeros_like(mask), np.ones((2, 3, 4), bool)):
+        for margin in (0, 1, 3):
+            assert bounding_box(m, margin=margin) == by_coordinates(m, margin)
+    assert bounding_box(mask, margin=1) == (slice(2, 12), slice(0, 8), slice(1, 7))
+
 def test_tf_in_plane_resize_matches_the_training_resize():
     rng = np.random.default_rng(10)
     hu = rng.normal(40, 300, (30, 22, 6)).astype(np.float32)

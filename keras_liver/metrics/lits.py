@@ -30,6 +30,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
+from keras_liver.postprocess import bounding_box
+
 #: Score given to a distance or RVD that cannot be computed (LiTS convention).
 LITS_FAR = 9001.0
 
@@ -78,16 +80,6 @@ def surface(mask) -> np.ndarray:
     return mask & ~eroded
 
 
-def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=other))
-        box.append(slice(max(int(hits[0]) - margin, 0),
-                         min(int(hits[-1]) + 1 + margin, mask.shape[axis])))
-    return tuple(box)
-
-
 def surface_distances(prediction, reference, spacing=(1.0, 1.0, 1.0)
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Directed surface distances in mm: ``(d(S(P) → S(G)), d(S(G) → S(P)))``.
@@ -99,7 +91,7 @@ def surface_distances(prediction, reference, spacing=(1.0, 1.0, 1.0)
     spacing = _check_pair(pred, ref, spacing)
     if not pred.any() or not ref.any():
         raise ValueError("surface_distances needs two non-empty masks")
-    box = _bounding_box(pred | ref, margin=1)
+    box = bounding_box(pred | ref, margin=1)
     pred, ref = pred[box], ref[box]
     # Inside the box the erosion sees the same neighbourhoods as on the full array: the box
     # either reaches the array border (background on both) or has a background margin.

@@ -220,6 +220,11 @@ def export_model(model: keras.Model, out: str, *, threshold: float = 0.5,
     threshold = float(threshold)
     inference = dict(inference or {})
 
+    # The network is traced once, as one function that both signatures call: the SavedModel
+    # holds one copy of its graph, and a deep network is not traced a second time for
+    # serve_hu.
+    @tf.function(autograph=False,
+                 input_signature=[tf.TensorSpec((None, *input_shape), tf.float32)])
     def forward(x):
         return tf.cast(model(x, training=False), tf.float32)
 

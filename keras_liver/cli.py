@@ -1,7 +1,7 @@
 """``keras-liver`` command line: one sub-command per stage (nnU-Net style).
 
     keras-liver phantom  --cases N --out DIR [--layout lits|msd] [--modality ct|mri]
-                         [--task liver|hepatic_vessel|couinaud] [--seed S]
+                         [--task liver|hepatic_vessel|couinaud] [--seed S] [--workers N]
     keras-liver convert  SRC --out tf_data/NAME [--layout auto|lits|msd|flat] [--split a,b,c]
     keras-liver train    --experiment ra_vnet [--preset demo] --data tf_data/NAME --out RUN
                          [--precision float32|mixed_float16|mixed_bfloat16] [--jit]
@@ -38,7 +38,7 @@ def _cmd_phantom(args):
     pairs = write_dataset(args.out, cases=args.cases, layout=args.layout, task=args.task,
                           modality=args.modality, seed=args.seed,
                           shape=tuple(args.shape) if args.shape else None,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, workers=args.workers)
     print(f"wrote {len(pairs)} phantom cases ({args.modality.upper()}, {args.layout} layout, "
           f"{args.task} task) to {os.path.abspath(args.out)}")
 
@@ -211,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--shape", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
                    help="force the voxel grid (default: random per case)")
+    s.add_argument("--workers", type=int, default=None,
+                   help="processes generating cases at once (default: one per CPU core, at "
+                        "most one per 10 cases; the files are the same for any number)")
 
     s = add("convert", _cmd_convert, "convert a NIfTI dataset to sharded GZIP TFRecords + manifest")
     s.add_argument("src", help="dataset folder (LiTS, MSD or flat layout)")

@@ -471,6 +471,23 @@ def test_write_dataset_mri_couinaud_task(tmp_path):
     assert open(ct_pairs[0][1], "rb").read() == open(pairs[0][1], "rb").read()
 
 
+def test_write_dataset_in_two_processes_writes_the_same_files(tmp_path):
+    """Each case depends only on its seed: two worker processes write the files one writes,
+    byte for byte (MRI, so both image encodings' paths are not the only ones covered)."""
+    one = P.write_dataset(str(tmp_path / "one"), cases=3, layout="msd", modality="mri",
+                          task="couinaud", seed=5, shape=TINY, progress=False, workers=1)
+    two = P.write_dataset(str(tmp_path / "two"), cases=3, layout="msd", modality="mri",
+                          task="couinaud", seed=5, shape=TINY, progress=False, workers=2)
+    assert [os.path.relpath(p, tmp_path / "two") for pair in two for p in pair] == \
+        [os.path.relpath(p, tmp_path / "one") for pair in one for p in pair]
+    for a, b in zip(one, two):
+        for pa, pb in zip(a, b):
+            assert open(pa, "rb").read() == open(pb, "rb").read(), pa
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        P.write_dataset(str(tmp_path / "x"), cases=1, workers=0)
+    assert P.default_workers(5) == 1 and P.default_workers(400) >= 1
+
+
 def test_write_dataset_ct_default_modality_unchanged(tmp_path):
     a = P.write_dataset(str(tmp_path / "a"), cases=1, layout="msd", seed=2, shape=TINY, progress=False)
     b = P.write_dataset(str(tmp_path / "b"), cases=1, layout="msd", seed=2, shape=TINY,

@@ -1113,9 +1113,33 @@ def task_label(case: PhantomCase, task: str = "liver") -> np.ndarray:
     return label
 
 
+def _write_case(img_path: str, lab_path: str, case_id: str, seed: int, shape, task: str,
+                modality: str) -> None:
+    """Generate one case and write its image and label files (one :func:`write_dataset` job)."""
+    if modality == "ct":
+        case = generate_case(seed, shape=shape, case_id=case_id)
+        image = np.rint(case.image).astype(np.int16)
+    else:
+        case = generate_mri_case(seed, shape=shape, case_id=case_id)
+        image = np.clip(np.rint(case.image), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+    write_volume(img_path, image, case.affine)
+    del image
+    write_volume(lab_path, task_label(case, task), case.affine, dtype=np.uint8)
+
+
+def default_workers(cases: int) -> int:
+    """Processes :func:`write_dataset` uses by default: one per available CPU core, at most one
+    per 10 cases (a process costs about half a second to start)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:   # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, int(cases) // 10))
+
+
 def write_dataset(out_dir, cases: int = 10, *, layout: str = "lits", seed: int = 0,
                   shape=None, task: str = "liver", progress: bool = True,
-                  modality: str = "ct") -> list[tuple[str, str]]:
+                  modality: str = "ct", workers: int | None = None) -> list[tuple[str, str]]:
     """Write ``cases`` phantom cases under ``out_dir``; returns ``(image_path, label_path)`` pairs.
 
     Case ``i`` uses ``generate_case(case_seed(seed, i), shape=shape)``. Layouts:
@@ -1134,6 +1158,9 @@ def write_dataset(out_dir, cases: int = 10, *, layout: str = "lits", seed: int =
     tasks in CT only, the couinaud task (MSD layout) in CT or MRI; LiTS is the CT liver task.
     Other combinations raise ``ValueError`` naming them. Labels are uint8, with the image's
     affine. Files are written atomically.
+
+    ``workers``: processes generating cases at once (default :func:`default_workers`); each case
+    depends only on its seed, so the files are the same for any number of workers.
 
     Idempotent to the byte: nibabel (>= 3) writes gzip streams with mtime 0 and no file name,
     and ``dataset.json`` is written with sorted keys, so re-running with the same arguments
@@ -1158,6 +1185,9 @@ def write_dataset(out_dir, cases: int = 10, *, layout: str = "lits", seed: int =
     if int(cases) != cases or cases < 0:
         raise ValueError(f"cases must be a non-negative integer; received cases={cases!r}")
     cases = int(cases)
+    workers = default_workers(cases) if workers is None else int(workers)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1; received workers={workers!r}")
     out_dir = str(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     msd = MSD_TASKS[task]
@@ -1167,26 +1197,35 @@ def write_dataset(out_dir, cases: int = 10, *, layout: str = "lits", seed: int =
         stem = msd["stem"]
         names = [(f"imagesTr/{stem}_{i}.nii.gz", f"labelsTr/{stem}_{i}.nii.gz", f"{stem}_{i}")
                  for i in range(cases)]
-    iterator = range(cases)
-    if progress:
-        from tqdm import tqdm
+    pairs = [(os.path.join(out_dir, img), os.path.join(out_dir, lab)) for img, lab, _ in names]
+    jobs = [(img, lab, cid, case_seed(seed, i), shape, task, modality)
+            for i, ((img, lab), (_, _, cid)) in enumerate(zip(pairs, names))]
+    from tqdm import tqdm
 
-        iterator = tqdm(iterator, desc="phantom", unit="case")
-    pairs = []
-    for i in iterator:
-        img_name, lab_name, cid = names[i]
-        img_path = os.path.join(out_dir, img_name)
-        lab_path = os.path.join(out_dir, lab_name)
-        if modality == "ct":
-            case = generate_case(case_seed(seed, i), shape=shape, case_id=cid)
-            image = np.rint(case.image).astype(np.int16)
+    bar = tqdm(total=cases, desc="phantom", unit="case", disable=not progress)
+    with bar:
+        if workers == 1 or cases <= 1:
+            for job in jobs:
+                _write_case(*job)
+                bar.update()
         else:
-            case = generate_mri_case(case_seed(seed, i), shape=shape, case_id=cid)
-            image = np.clip(np.rint(case.image), 0, np.iinfo(np.uint16).max).astype(np.uint16)
-        write_volume(img_path, image, case.affine)
-        del image
-        write_volume(lab_path, task_label(case, task), case.affine, dtype=np.uint8)
-        pairs.append((img_path, lab_path))
+            import concurrent.futures
+            import multiprocessing
+
+            # spawn: a fresh interpreter (the caller may hold TensorFlow's threads); the
+            # phantom itself needs only NumPy, SciPy and nibabel.
+            context = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(min(workers, cases),
+                                                        mp_context=context) as pool:
+                futures = [pool.submit(_write_case, *job) for job in jobs]
+                try:
+                    for future in concurrent.futures.as_completed(futures):
+                        future.result()
+                        bar.update()
+                except BaseException:
+                    for future in futures:   # the first error ends the run
+                        future.cancel()
+                    raise
     if layout == "msd":
         meta = {
             "name": msd["name"],

@@ -13,11 +13,24 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Small phantom grid used by the integration tests (the model sees 64x64 slices).
 TINY_SHAPE = (96, 96, 20)
 
-#: Session fixtures that train a tiny experiment. ``make test`` runs the suite on two pytest-xdist
-#: workers (``--dist loadgroup``); every test that uses one of these fixtures is put in the
-#: fixture's group, so each experiment is trained once, on one worker, while the other worker
-#: runs the rest of the suite.
-TRAINING_FIXTURES = ("tiny_run", "ra_unet_run", "arunet_run", "bada_run")
+#: Session fixtures that train a tiny experiment, the costliest first. ``make test`` runs the
+#: suite on three pytest-xdist workers (``--dist loadgroup``); every test that uses one of these
+#: fixtures is put in the fixture's group, so each experiment is trained once, on one worker,
+#: while the other workers run the rest of the suite.
+TRAINING_FIXTURES = ("ra_unet_run", "arunet_run", "tiny_run", "bada_run")
+
+
+def _schedule_rank(item) -> int:
+    """Where a test goes in the collection, which ``make test`` (``--no-loadscope-reorder``)
+    hands out in order: the training groups first, the costliest first (the RA-UNet run and
+    the tests on it take about 850 s of one worker: started late, it would end the suite alone),
+    then the other ``slow`` tests (notebooks, trainings), then the rest in file order."""
+    groups = [m.args[0] for m in item.iter_markers("xdist_group") if m.args]
+    if groups and groups[0] in TRAINING_FIXTURES:
+        return TRAINING_FIXTURES.index(groups[0])
+    if groups:
+        return len(TRAINING_FIXTURES)
+    return len(TRAINING_FIXTURES) + (1 if item.get_closest_marker("slow") else 2)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -30,6 +43,7 @@ def pytest_collection_modifyitems(config, items):
             if name in getattr(item, "fixturenames", ()):
                 item.add_marker(pytest.mark.xdist_group(name))
                 break
+    items.sort(key=_schedule_rank)   # stable: file order within a rank
 
 
 @pytest.fixture(scope="session")

@@ -64,7 +64,8 @@ def test_phantom_presets(experiment):
     # the description carries the measured demo figures (time and mean segment Dice)
     assert "Measured 20" in demo["description"] and "mean segment Dice" in demo["description"]
     assert demo["model"]["input_shape"] == [96, 96, 1] and demo["data"]["image_size"] == [96, 96]
-    assert demo["data"]["batch_size"] == 8 and demo["training"]["epochs"] == 5
+    assert demo["data"]["batch_size"] == 4 and demo["training"]["epochs"] == 5
+    assert demo["training"]["jit_compile"] is True   # see the description: XLA and batch 4
     assert tiny["model"]["input_shape"] == [32, 32, 1] and tiny["model"]["base_filters"] == 2
     assert tiny["data"]["image_size"] == [32, 32] and tiny["training"]["epochs"] == 1
     for preset in (demo, tiny):

@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--shape", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
                    help="force the voxel grid (default: random per case)")
-    s.add_argument("--workers", type=int, default=None,
+    s.add_argument("--workers", type=_positive, default=None,
                    help="processes generating cases at once (default: one per CPU core, at "
                         "most one per 10 cases; the files are the same for any number)")
 

@@ -158,6 +158,14 @@ def test_split_must_be_three_fractions(bad, tmp_path, capsys):
     assert "three fractions" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("bad", ["0", "-1", "two"])
+def test_phantom_workers_must_be_a_positive_integer(bad, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["phantom", "--cases", "2", "--out", str(tmp_path / "p"), "--workers", bad])
+    assert "expected a positive integer" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()   # refused before anything is written
+
+
 def test_train_takes_precision_and_jit_into_the_run_config(tiny_dataset, tmp_path, capsys,
                                                            monkeypatch):
     from keras_liver import training

@@ -472,8 +472,8 @@ def test_write_dataset_mri_couinaud_task(tmp_path):
 
 
 def test_write_dataset_in_two_processes_writes_the_same_files(tmp_path):
-    """Each case depends only on its seed: two worker processes write the files one writes,
-    byte for byte (MRI, so both image encodings' paths are not the only ones covered)."""
+    """Each case depends only on its seed: two worker processes write the files one process
+    writes, byte for byte, in the same order."""
     one = P.write_dataset(str(tmp_path / "one"), cases=3, layout="msd", modality="mri",
                           task="couinaud", seed=5, shape=TINY, progress=False, workers=1)
     two = P.write_dataset(str(tmp_path / "two"), cases=3, layout="msd", modality="mri",
@@ -485,7 +485,11 @@ def test_write_dataset_in_two_processes_writes_the_same_files(tmp_path):
             assert open(pa, "rb").read() == open(pb, "rb").read(), pa
     with pytest.raises(ValueError, match="workers must be >= 1"):
         P.write_dataset(str(tmp_path / "x"), cases=1, workers=0)
-    assert P.default_workers(5) == 1 and P.default_workers(400) >= 1
+
+
+def test_default_workers_is_one_per_core_and_at_most_one_per_ten_cases(monkeypatch):
+    monkeypatch.setattr(P.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert [P.default_workers(n) for n in (0, 5, 19, 20, 400)] == [1, 1, 1, 2, 2]
 
 
 def test_write_dataset_ct_default_modality_unchanged(tmp_path):

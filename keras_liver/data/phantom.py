@@ -1128,6 +1128,10 @@ def _write_case(img_path: str, lab_path: str, case_id: str, seed: int, shape, ta
     write_volume(lab_path, task_label(case, task), case.affine, dtype=np.uint8)
 
 
+#: Thread-count variables of the BLAS/OpenMP libraries NumPy and SciPy may use.
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 @contextlib.contextmanager
 def _single_threaded_children():
     """Set the BLAS/OpenMP thread counts to 1 in ``os.environ`` while worker processes are
@@ -1142,9 +1146,6 @@ def _single_threaded_children():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def default_workers(cases: int) -> int:
@@ -1218,8 +1219,8 @@ def write_dataset(out_dir, cases: int = 10, *, layout: str = "lits", seed: int =
         names = [(f"imagesTr/{stem}_{i}.nii.gz", f"labelsTr/{stem}_{i}.nii.gz", f"{stem}_{i}")
                  for i in range(cases)]
     pairs = [(os.path.join(out_dir, img), os.path.join(out_dir, lab)) for img, lab, _ in names]
-    jobs = [(img, lab, cid, case_seed(seed, i), shape, task, modality)
-            for i, ((img, lab), (_, _, cid)) in enumerate(zip(pairs, names))]
+    jobs = [(*pairs[i], names[i][2], case_seed(seed, i), shape, task, modality)
+            for i in range(cases)]
     from tqdm import tqdm
 
     bar = tqdm(total=cases, desc="phantom", unit="case", disable=not progress)

@@ -167,3 +167,62 @@ def test_batch_norm_momentum_sets_how_fast_moving_statistics_follow_the_batch():
     np.testing.assert_allclose(one_step(0.0), batch_mean, rtol=1e-5)
     with pytest.raises(ValueError, match="batch_norm_momentum"):
         training.set_batch_norm_momentum(keras.Sequential([keras.layers.Dense(1)]), 1.0)
+
+
+def test_cosine_schedule_runs_from_the_learning_rate_to_min_lr_over_every_step():
+    s = training.build_schedule({"name": "cosine", "min_lr": 1e-5}, learning_rate=1e-3,
+                                steps_per_epoch=10, epochs=5)
+    lr = [float(keras.ops.convert_to_numpy(s(i))) for i in range(50)]
+    assert lr[0] == pytest.approx(1e-3)
+    # half-way down the cosine at the middle step (49 steps of decay: step 24.5)
+    assert (lr[24] + lr[25]) / 2 == pytest.approx(1e-5 + (1e-3 - 1e-5) / 2, rel=1e-4)
+    assert lr[-1] == pytest.approx(1e-5)
+    assert all(a > b for a, b in zip(lr, lr[1:])), "falls at every step"
+
+    w = training.build_schedule({"name": "cosine", "min_lr": 1e-5, "warmup_epochs": 1},
+                                learning_rate=1e-3, steps_per_epoch=10, epochs=5)
+    lr = [float(keras.ops.convert_to_numpy(w(i))) for i in range(50)]
+    assert lr[0] == pytest.approx(1e-5) and lr[10] == pytest.approx(1e-3)
+    assert all(a < b for a, b in zip(lr[:10], lr[1:11])), "rises over the warm-up epoch"
+    assert lr[-1] == pytest.approx(1e-5)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"name": "step"}, "unknown lr_schedule"),
+    ({"name": "cosine", "alpha": 0.1}, "unknown keys"),
+    ({"name": "cosine", "min_lr": 1e-2}, "min_lr"),
+    ({"name": "cosine", "warmup_epochs": 5}, "warmup_epochs"),
+])
+def test_cosine_schedule_refuses_what_it_cannot_run(spec, message):
+    with pytest.raises(ValueError, match=message):
+        training.build_schedule(spec, learning_rate=1e-3, steps_per_epoch=10, epochs=5)
+
+
+class _RecordStepLearningRate(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.rates = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+
+def test_lr_schedule_counts_the_training_steps_exactly(tiny_dataset, tmp_path):
+    # The schedule's length comes from counting the filtered training slices before the run:
+    # miscounted, the last step would not land on min_lr (too few steps counted: it would be
+    # reached early and held; too many: never reached).
+    config = tiny_config(epochs=2, strategy="default", callbacks={},
+                         lr_schedule={"name": "cosine", "min_lr": 1e-5})
+    record = _RecordStepLearningRate()
+    result = training.train(config, data=tiny_dataset, out_dir=str(tmp_path / "run"),
+                            verbose=0, callbacks=[record])
+    lr0 = config["training"]["optimizer"]["learning_rate"]
+    assert len(record.rates) >= 4 and record.rates[0] == pytest.approx(lr0)
+    assert record.rates[-1] == pytest.approx(1e-5)
+    assert record.rates[-2] > 1e-5 * 1.001
+    assert result.history["learning_rate"][0] < lr0, "history.csv records the epoch's rate"
+
+    with pytest.raises(ValueError, match="keep one"):
+        training.train(tiny_config(lr_schedule={"name": "cosine"},
+                                   callbacks={"reduce_lr": {"patience": 2}}),
+                       data=tiny_dataset, out_dir=str(tmp_path / "both"), verbose=0)

@@ -104,3 +104,18 @@ def test_markdown_table_and_timing():
     t = _common.time_call(lambda: calls.append(1), warmup=2, repeats=3)
     assert len(calls) == 5 and len(t.times) == 3 and len(t.cpu_times) == 3
     assert _common.conv_flops(1, (4, 4), 2, 3, 3) == 2 * 9 * 2 * 3 * 16
+
+
+def test_train_metrics_quick(tmp_path):
+    from benchmarks import train_metrics
+
+    out = train_metrics.main(["--quick", "--repeats", "1", "--json", str(tmp_path / "m.json")])
+    rows = {r["metrics"]: r for r in out["rows"]}
+    assert list(rows) == ["none", "shared counts", "separate"]
+    assert rows["none"]["count"] == 0 and rows["shared counts"]["count"] == rows["separate"]["count"] == 12
+    for r in rows.values():
+        _positive(r, ["ms/step", "CPU ms/step", "ratio", "CPU ratio"])
+    assert rows["none"]["ratio"] == 1.0
+    assert json.loads((tmp_path / "m.json").read_text())["rows"][1]["metrics"] == "shared counts"
+    with pytest.raises(ValueError, match="unknown model"):
+        train_metrics.main(["--quick", "--model", "no_such_model"])

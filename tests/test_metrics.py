@@ -402,3 +402,42 @@ def test_training_metrics_in_model_evaluate():
     assert names == ["dice", "jaccard", "accuracy", "dice_tumour"]
     with pytest.raises(ValueError, match="num_classes"):
         training_metrics("multiclass")
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_multiclass_training_metrics_share_one_count_and_equal_separate_metrics(jit_compile):
+    import keras
+
+    from keras_liver.metrics import DiceCoefficient, JaccardIndex, training_metrics
+
+    rng = np.random.default_rng(0)
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, (4, 5, 5))]
+    p = rng.random((4, 5, 5, 3)).astype(np.float32)
+    inputs = keras.Input((5, 5, 3))
+    model = keras.Model(inputs, keras.layers.Identity()(inputs))   # y_pred = x
+    shared = training_metrics("multiclass", 3, class_names={1: "a", 2: "b"})
+    # one pass over the batch: only the first metric keeps counts
+    assert [len(m.variables) for m in shared] == [2, 0, 0, 0, 0]
+    model.compile(loss="mse", metrics=shared, jit_compile=jit_compile)
+    # two epochs' worth: the counts are reset between evaluations, once
+    model.evaluate(p[:2], y[:2], batch_size=1, verbose=0)
+    got = model.evaluate(p, y, batch_size=1, verbose=0, return_dict=True)
+    separate = [DiceCoefficient(num_classes=3, name="dice"),
+                JaccardIndex(num_classes=3, name="jaccard"),
+                keras.metrics.CategoricalAccuracy(name="accuracy"),
+                DiceCoefficient(num_classes=3, class_ids=[1], name="dice_a"),
+                DiceCoefficient(num_classes=3, class_ids=[2], name="dice_b")]
+    model.compile(loss="mse", metrics=separate)
+    want = model.evaluate(p, y, batch_size=1, verbose=0, return_dict=True)
+    assert set(got) == set(want)
+    for name in want:
+        assert got[name] == pytest.approx(want[name], rel=1e-6), name
+    assert 0.0 < want["dice_a"] < 1.0 and want["dice_a"] != want["dice_b"]
+
+    # a deserialised view counts for itself, with the same result
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(shared[4]))
+    assert len(clone.variables) == 2
+    clone.update_state(y, p)
+    assert float(clone.result()) == pytest.approx(want["dice_b"], rel=1e-6)
+    with pytest.raises(ValueError, match="counts_of"):
+        DiceCoefficient(num_classes=4, counts_of=shared[0])

@@ -1,7 +1,8 @@
 """Evaluation metrics (SPEC §7): LiTS scores, voxel classification scores, result tables.
 
 The NumPy/SciPy scores import without TensorFlow. The Keras training metrics
-(:class:`DiceCoefficient`, :class:`JaccardIndex`, :func:`training_metrics`) live in
+(:class:`DiceCoefficient`, :class:`JaccardIndex`, :class:`OverlapAccuracy`,
+:func:`training_metrics`) live in
 :mod:`keras_liver.metrics.keras_metrics` and are loaded on first use of those names;
 importing that module registers them for ``keras.saving``.
 """
@@ -46,7 +47,7 @@ from keras_liver.metrics.report import (
 )
 from keras_liver.metrics.segments import segment_scores, summarize_segments, with_segment_summary
 
-_KERAS_NAMES = ("DiceCoefficient", "JaccardIndex", "training_metrics")
+_KERAS_NAMES = ("DiceCoefficient", "JaccardIndex", "OverlapAccuracy", "training_metrics")
 
 
 def __getattr__(name):  # PEP 562: import TensorFlow/Keras only when a Keras metric is asked for

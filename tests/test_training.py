@@ -226,3 +226,19 @@ def test_lr_schedule_counts_the_training_steps_exactly(tiny_dataset, tmp_path):
         training.train(tiny_config(lr_schedule={"name": "cosine"},
                                    callbacks={"reduce_lr": {"patience": 2}}),
                        data=tiny_dataset, out_dir=str(tmp_path / "both"), verbose=0)
+
+
+def test_lr_schedule_on_the_3d_sampler_needs_the_steps_per_epoch():
+    from keras_liver.data import volumetric
+
+    spec = {"lr_schedule": {"name": "cosine", "min_lr": 1e-5}, "epochs": 2,
+            "optimizer": {"name": "adam", "learning_rate": 1e-3}}
+    with pytest.raises(ValueError, match="cannot count ahead"):
+        training._scheduled_optimizer_spec(spec, data_module=volumetric, data="unused",
+                                           data_config={}, seed=0, steps_per_epoch=None)
+    opt, steps = training._scheduled_optimizer_spec(spec, data_module=volumetric, data="unused",
+                                                    data_config={}, seed=0, steps_per_epoch=5)
+    assert steps == 5
+    schedule = opt["learning_rate"]
+    assert float(schedule(0)) == pytest.approx(1e-3) and float(schedule(9)) == pytest.approx(1e-5)
+    assert spec["optimizer"]["learning_rate"] == 1e-3, "the recipe is not modified"

@@ -27,25 +27,6 @@ from benchmarks import _common as C
 COLUMNS = ["metrics", "count", "ms/step", "CPU ms/step", "ratio", "CPU ratio"]
 
 
-def separate_metrics(data_config: dict[str, Any], class_names: dict | None):
-    """The runner's metrics for ``data_config``, each keeping its own counts (no sharing)."""
-    import keras
-
-    from keras_liver import training
-    from keras_liver.metrics.keras_metrics import DiceCoefficient, JaccardIndex
-
-    if training._task(data_config) == "binary":
-        return [DiceCoefficient(name="dice"), JaccardIndex(name="jaccard"),
-                keras.metrics.BinaryAccuracy(name="accuracy"),
-                keras.metrics.Precision(name="precision"), keras.metrics.Recall(name="recall")]
-    k = int(data_config["num_classes"])
-    return ([DiceCoefficient(num_classes=k, name="dice"),
-             JaccardIndex(num_classes=k, name="jaccard"),
-             keras.metrics.CategoricalAccuracy(name="accuracy")]
-            + [DiceCoefficient(num_classes=k, class_ids=[int(c)], name=f"dice_{n}")
-               for c, n in (class_names or {}).items()])
-
-
 def parser():
     p = C.base_parser(__doc__.split("\n\n")[0])
     p.add_argument("--model", default="bada",
@@ -84,7 +65,8 @@ def main(argv=None) -> dict[str, Any]:
     class_names = training_cfg.get("class_names")
     variants = {"none": lambda: [],
                 "shared counts": lambda: training.build_metrics(data_cfg, class_names),
-                "separate": lambda: separate_metrics(data_cfg, class_names)}
+                "separate": lambda: training.build_metrics(data_cfg, class_names,
+                                                           share_counts=False)}
     rng = np.random.default_rng(0)
     shape = tuple(entry.input_shape)
     batch = int(data_cfg["batch_size"])

@@ -281,17 +281,20 @@ def build_loss(spec: dict[str, Any] | str):
     return get_loss(cfg.pop("name"), **cfg)
 
 
-def build_metrics(data_config: dict[str, Any], class_names: dict | None = None):
+def build_metrics(data_config: dict[str, Any], class_names: dict | None = None, *,
+                  share_counts: bool = True):
     """Training metrics for a data config: binary ones for a one-channel target, else the
     multi-class mean foreground Dice/Jaccard over ``num_classes`` plus one Dice per entry of
-    ``class_names`` (``{"1": "liver", "2": "tumour"}`` → ``dice_liver``, ``dice_tumour``)."""
+    ``class_names`` (``{"1": "liver", "2": "tumour"}`` → ``dice_liver``, ``dice_tumour``).
+    ``share_counts``: see :func:`keras_liver.metrics.keras_metrics.training_metrics`."""
     from keras_liver.metrics.keras_metrics import training_metrics
 
     task = _task(data_config)
     if task == "binary":
-        return training_metrics(task)
+        return training_metrics(task, share_counts=share_counts)
     return training_metrics(task, num_classes=int(data_config["num_classes"]),
-                            class_names={int(k): v for k, v in (class_names or {}).items()})
+                            class_names={int(k): v for k, v in (class_names or {}).items()},
+                            share_counts=share_counts)
 
 
 def _data_module(data_config: dict[str, Any]):
@@ -403,7 +406,7 @@ def train(config: dict[str, Any], *, data: str, out_dir: str, seed: int | None =
 
     ``config["training"]`` holds ``loss`` (a loss spec for :func:`keras_liver.losses.get_loss`),
     ``optimizer`` (``{"name": "adam", "learning_rate": 1e-4}``), optional ``lr_schedule``
-(a per-step schedule, :func:`build_schedule`), ``epochs``, ``monitor``
+    (a per-step schedule, :func:`build_schedule`), ``epochs``, ``monitor``
     (default ``val_dice``), ``callbacks`` (``reduce_lr``, ``early_stopping``, ``stop_at_loss``),
     optional ``precision`` (a Keras dtype policy, e.g. ``mixed_float16``), ``jit_compile``,
     ``class_names`` (multi-class targets: one Dice metric per named class) and

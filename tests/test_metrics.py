@@ -429,6 +429,11 @@ def test_multiclass_training_metrics_share_one_count_and_equal_separate_metrics(
                 DiceCoefficient(num_classes=3, class_ids=[2], name="dice_b")]
     model.compile(loss="mse", metrics=separate)
     want = model.evaluate(p, y, batch_size=1, verbose=0, return_dict=True)
+    unshared = training_metrics("multiclass", 3, class_names={1: "a", 2: "b"},
+                                share_counts=False)
+    assert [len(m.variables) for m in unshared] == [2, 2, 2, 2, 2]
+    model.compile(loss="mse", metrics=unshared)
+    assert model.evaluate(p, y, batch_size=1, verbose=0, return_dict=True) == pytest.approx(want)
     assert set(got) == set(want)
     for name in want:
         assert got[name] == pytest.approx(want[name], rel=1e-6), name
@@ -439,5 +444,9 @@ def test_multiclass_training_metrics_share_one_count_and_equal_separate_metrics(
     assert len(clone.variables) == 2
     clone.update_state(y, p)
     assert float(clone.result()) == pytest.approx(want["dice_b"], rel=1e-6)
+    accuracy = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(shared[2]))
+    accuracy.update_state(y, p)
+    assert float(accuracy.result()) == pytest.approx(want["accuracy"], rel=1e-6)
     with pytest.raises(ValueError, match="counts_of"):
         DiceCoefficient(num_classes=4, counts_of=shared[0])

@@ -217,8 +217,8 @@ class OverlapAccuracy(_OverlapMetric):
 
 
 def training_metrics(task: str = "binary", num_classes: int | None = None,
-                     class_names: Mapping[int, str] | None = None, threshold: float = 0.5
-                     ) -> list[keras.metrics.Metric]:
+                     class_names: Mapping[int, str] | None = None, threshold: float = 0.5,
+                     share_counts: bool = True) -> list[keras.metrics.Metric]:
     """Metrics to ``compile`` a model with.
 
     ``task="binary"`` (sigmoid output): Dice, Jaccard, ``BinaryAccuracy``, ``Precision``,
@@ -229,12 +229,15 @@ def training_metrics(task: str = "binary", num_classes: int | None = None,
 
     Every overlap score (and the multi-class accuracy, :class:`OverlapAccuracy`) reads the
     per-class counts of the first, ``dice``: one argmax, one-hot and sum per batch for all of
-    them instead of one each. Measured on the BADA demo (12 multi-class metrics, XLA, 2 CPU
-    cores): see docs/benchmarks.md.
+    them instead of one each. ``share_counts=False`` gives the same scores with their own
+    counts each (and Keras' ``CategoricalAccuracy``), what ``benchmarks.train_metrics``
+    compares against; measured on the BADA demo (12 multi-class metrics, XLA, 2 CPU cores):
+    see docs/benchmarks.md.
     """
     if task == "binary":
         dice = DiceCoefficient(threshold=threshold, name="dice")
-        return [dice, JaccardIndex(threshold=threshold, name="jaccard", counts_of=dice),
+        shared = dice if share_counts else None
+        return [dice, JaccardIndex(threshold=threshold, name="jaccard", counts_of=shared),
                 keras.metrics.BinaryAccuracy(threshold=threshold, name="accuracy"),
                 keras.metrics.Precision(thresholds=threshold, name="precision"),
                 keras.metrics.Recall(thresholds=threshold, name="recall")]
@@ -243,10 +246,13 @@ def training_metrics(task: str = "binary", num_classes: int | None = None,
             raise ValueError(f"training_metrics('multiclass') needs num_classes ≥ 2; "
                              f"received num_classes={num_classes}")
         dice = DiceCoefficient(num_classes=num_classes, name="dice")
-        metrics = [dice, JaccardIndex(num_classes=num_classes, name="jaccard", counts_of=dice),
-                   OverlapAccuracy(num_classes=num_classes, name="accuracy", counts_of=dice)]
+        shared = dice if share_counts else None
+        accuracy = (OverlapAccuracy(num_classes=num_classes, name="accuracy", counts_of=dice)
+                    if share_counts else keras.metrics.CategoricalAccuracy(name="accuracy"))
+        metrics = [dice, JaccardIndex(num_classes=num_classes, name="jaccard", counts_of=shared),
+                   accuracy]
         for class_id, class_name in (class_names or {}).items():
             metrics.append(DiceCoefficient(num_classes=num_classes, class_ids=[int(class_id)],
-                                           name=f"dice_{class_name}", counts_of=dice))
+                                           name=f"dice_{class_name}", counts_of=shared))
         return metrics
     raise ValueError(f"training_metrics: task must be 'binary' or 'multiclass'; received {task!r}")

@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
+from keras_liver import processes
+
 #: Keras dtype policies a benchmark may run under.
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 DEVICES = ("auto", "cpu", "gpu")
@@ -160,10 +162,7 @@ def machine() -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
+    cores = processes.available_cores()
     try:
         load = os.getloadavg()
     except OSError:

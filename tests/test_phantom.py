@@ -488,7 +488,9 @@ def test_write_dataset_in_two_processes_writes_the_same_files(tmp_path):
 
 
 def test_default_workers_is_one_per_core_and_at_most_one_per_ten_cases(monkeypatch):
-    monkeypatch.setattr(P.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    from keras_liver import processes
+
+    monkeypatch.setattr(processes.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert [P.default_workers(n) for n in (0, 5, 19, 20, 400)] == [1, 1, 1, 2, 2]
 
 

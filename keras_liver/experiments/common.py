@@ -217,30 +217,21 @@ def run_training_jobs(pending: list[TrainingJob], *, jobs: int = 1,
                                       job.export))
         return done
 
-    import concurrent.futures
-    import multiprocessing
+    from keras_liver import processes
 
     workers = min(int(jobs), len(pending))
     _log(f"{len(pending)} runs to do, {workers} at a time (one process each)")
-    done = [0] * len(pending)
-    context = multiprocessing.get_context("spawn")   # a fresh TensorFlow per process
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = {}
-        for i, job in enumerate(pending):
-            future = pool.submit(_training_job, job.config, job.data, job.run_dir, 0, job.train,
-                                 job.export)
-            futures[future] = i
-            _log(f"queued {job.doing()} the {job.what} in {job.run_dir}")
-        for future in concurrent.futures.as_completed(futures):
-            job = pending[futures[future]]
-            try:
-                done[futures[future]] = future.result()
-            except Exception as err:
-                for other in futures:
-                    other.cancel()
-                raise RuntimeError(f"{job.doing()} the {job.what} in {job.run_dir} failed: "
-                                   f"{err}") from err
-            _log(f"finished {job.doing()} the {job.what} ({done[futures[future]]} epochs)")
+    for job in pending:
+        _log(f"queued {job.doing()} the {job.what} in {job.run_dir}")
+
+    def finished(i, epochs):
+        _log(f"finished {pending[i].doing()} the {pending[i].what} ({epochs} epochs)")
+
+    # a fresh TensorFlow per process (spawn); a failed run cancels the others
+    done = processes.run_spawned(
+        _training_job, [(j.config, j.data, j.run_dir, 0, j.train, j.export) for j in pending],
+        workers=workers, on_done=finished,
+        describe=lambda i: f"{pending[i].doing()} the {pending[i].what} in {pending[i].run_dir}")
     return done
 
 

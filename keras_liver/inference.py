@@ -188,9 +188,7 @@ class Predictor(_FilePredictor):
         self.batch_size = int(self.batch_size)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, received {self.batch_size}")
-        if self.preprocess_impl not in prep.IMPLS:
-            raise ValueError(f"preprocess_impl must be one of {prep.IMPLS}, "
-                             f"received {self.preprocess_impl!r}")
+        prep.check_impl(self.preprocess_impl, "preprocess_impl")
 
     @classmethod
     def from_config(cls, model: keras.Model, config: dict[str, Any], *,

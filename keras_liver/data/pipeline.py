@@ -41,7 +41,7 @@ import tensorflow as tf
 
 from keras_liver.data import schema
 from keras_liver.data.augment import augment_dataset
-from keras_liver.data.preprocessing import IMPLS, preprocess_batch, resolve_config, target_batch
+from keras_liver.data.preprocessing import check_impl, preprocess_batch, resolve_config, target_batch
 
 SPLITS = ("train", "val", "test")
 _HASH_BUCKETS = 1 << 30
@@ -242,9 +242,8 @@ def build_split(manifest_or_root, split: str, config, *, seed: int = 0,
     ``preprocess_impl``: ``"opencv"`` (default) or ``"tf"`` (module docstring)."""
     manifest = _manifest(manifest_or_root)
     cfg = resolve_config(config)
-    impl = DEFAULT_PREPROCESS_IMPL if preprocess_impl is None else preprocess_impl
-    if impl not in IMPLS:
-        raise ValueError(f"preprocess_impl must be one of {IMPLS}, received {impl!r}")
+    impl = check_impl(DEFAULT_PREPROCESS_IMPL if preprocess_impl is None else preprocess_impl,
+                      "preprocess_impl")
     training = split == "train"
     ids = _split_ids(manifest, split)
     if cfg["kind"] == "volumes":

@@ -75,6 +75,13 @@ _GREY_TO_UNIT = np.arange(256, dtype=np.float32) / np.float32(255.0)
 #: Implementations of the window -> CLAHE steps of :func:`preprocess_batch` (module docstring).
 IMPLS = ("tf", "opencv")
 
+
+def check_impl(impl: str, name: str = "impl") -> str:
+    """``impl`` if it is one of :data:`IMPLS`; else ``ValueError`` naming the argument."""
+    if impl not in IMPLS:
+        raise ValueError(f"{name} must be one of {IMPLS}, received {impl!r}")
+    return impl
+
 DEFAULT_CLAHE = {"clip_limit": 2.0, "tile_grid": [8, 8]}
 DEFAULT_SLICE_FILTER = {"keep_empty_fraction": 1.0, "splits": ["train"]}
 DEFAULT_AUGMENT = {"hflip": False, "vflip": False, "crop": 0.0, "translate": 0.0}
@@ -279,10 +286,8 @@ def window_clahe_np(x, lo: float, hi: float, clip_limit: float, tile_grid) -> np
 def window_clahe(x, lo: float, hi: float, clip_limit: float, tile_grid, impl: str = "tf"):
     """Window then CLAHE of a batch ``(N, H, W)`` (float32 [0, 1]) by the ``impl`` of
     :data:`IMPLS`; both give the same values."""
-    if impl == "tf":
+    if check_impl(impl) == "tf":
         return clahe(window(x, lo, hi), clip_limit, tile_grid)
-    if impl != "opencv":
-        raise ValueError(f"impl must be one of {IMPLS}, received {impl!r}")
     x = tf.cast(x, tf.float32)
     out = tf.numpy_function(
         lambda a: window_clahe_np(a, lo, hi, clip_limit, tile_grid), [x], tf.float32,
@@ -328,8 +333,7 @@ def preprocess_batch(images_nhw, config, *, impl: str = "tf"):
 
     ``impl`` (:data:`IMPLS`): ``"tf"``, pure TF (any device, SavedModel); ``"opencv"``,
     window + CLAHE by OpenCV in a ``tf.numpy_function`` (CPU, the same values)."""
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}, received {impl!r}")
+    check_impl(impl)
     cfg = resolve_config(config)
     x = tf.cast(tf.convert_to_tensor(images_nhw), tf.float32)
     if x.shape.rank != 3:

@@ -39,7 +39,6 @@ Memory is bounded by ``batch_size`` windows at a time plus a few float32 copies 
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -47,7 +46,7 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
-from keras_liver import sliding_window
+from keras_liver import fileio, sliding_window
 from keras_liver.data import volumetric
 from keras_liver.data.volumes import read_volume, write_volume
 from keras_liver.errors import ModelInputError
@@ -331,12 +330,9 @@ def write_cascade(run_dir: str, stages: dict[str, Sequence[str]], *,
 
 
 def read_cascade(run_dir: str) -> dict[str, Any]:
-    path = os.path.join(run_dir, CASCADE_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: not a cascade run directory (no {CASCADE_FILE}); train "
-                                "one with `python -m keras_liver.experiments.ra_unet`")
-    with open(path) as f:
-        return json.load(f)
+    return fileio.read_json(os.path.join(run_dir, CASCADE_FILE), missing=(
+        f"not a cascade run directory (no {CASCADE_FILE}); train one with "
+        "`python -m keras_liver.experiments.ra_unet`"))
 
 
 def is_cascade_run(run_dir: str) -> bool:

@@ -29,3 +29,21 @@ def write_atomically(path: str, write: Callable[[str], object], *, suffix: str =
             os.remove(tmp)
         raise
     return path
+
+
+def read_json(path: str, *, missing: str | None = None):
+    """The JSON document at ``path``. A missing file raises ``FileNotFoundError`` saying
+    ``f"{path}: {missing}"`` (what the caller expected the file to be), a file that is not
+    valid JSON (truncated, overwritten) ``ValueError`` naming the path, line and column."""
+    import json
+
+    path = str(path)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        if missing is None:
+            raise
+        raise FileNotFoundError(f"{path}: {missing}") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None

@@ -32,13 +32,13 @@ model sees whole slices, as it was trained on whole Task08 slices, not a crop of
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from keras_liver import fileio
 from keras_liver.data.volumes import read_volume, write_volume
 from keras_liver.errors import ModelInputError
 from keras_liver.inference import Predictor
@@ -164,12 +164,9 @@ def write_linked(run_dir: str, runs: dict[str, str], *, inference: dict[str, Any
 
 
 def read_linked(run_dir: str) -> dict[str, Any]:
-    path = os.path.join(run_dir, LINKED_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: not a linked run directory (no {LINKED_FILE}); train "
-                                "one with `python -m keras_liver.experiments.arunet`")
-    with open(path) as f:
-        return json.load(f)
+    return fileio.read_json(os.path.join(run_dir, LINKED_FILE), missing=(
+        f"not a linked run directory (no {LINKED_FILE}); train one with "
+        "`python -m keras_liver.experiments.arunet`"))
 
 
 def is_linked_run(run_dir: str) -> bool:

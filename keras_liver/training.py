@@ -33,6 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_liver import fileio
 from keras_liver.optimizers import CoupledWeightDecayAdam
 
 CONFIG_FILE = "config.json"
@@ -346,11 +347,9 @@ def _json_default(o):
 
 def read_run_config(run_dir: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Return ``(config, preprocessing)`` written by :func:`train` in ``run_dir``."""
-    with open(os.path.join(run_dir, CONFIG_FILE)) as f:
-        config = json.load(f)
-    with open(os.path.join(run_dir, PREPROCESSING_FILE)) as f:
-        preprocessing = json.load(f)
-    return config, preprocessing
+    missing = "not a training run directory (train writes it there first)"
+    return (fileio.read_json(os.path.join(run_dir, CONFIG_FILE), missing=missing),
+            fileio.read_json(os.path.join(run_dir, PREPROCESSING_FILE), missing=missing))
 
 
 def _resolve_run_config(config: dict[str, Any], data: str, seed: int | None) -> dict[str, Any]:

@@ -1,0 +1,45 @@
+"""keras_liver.fileio: atomic writes and JSON reads that name the file and the problem."""
+import json
+import os
+
+import pytest
+
+from keras_liver import cascade, fileio, linked, training
+
+
+def test_write_atomically_keeps_the_old_file_when_the_write_fails(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_text("old")
+
+    def fail(tmp):
+        open(tmp, "w").write("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        fileio.write_atomically(str(path), fail)
+    assert path.read_text() == "old"
+    assert os.listdir(tmp_path) == ["a.json"]      # no partial file left beside it
+
+
+def test_read_json_names_the_file_and_what_is_wrong(tmp_path):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"a": [1, 2]}))
+    assert fileio.read_json(str(good)) == {"a": [1, 2]}
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"a": [1, ')                     # truncated
+    with pytest.raises(ValueError, match=r"bad\.json: not valid JSON \(.*line 1 column"):
+        fileio.read_json(str(bad))
+    with pytest.raises(FileNotFoundError, match=r"none\.json: what it should be"):
+        fileio.read_json(str(tmp_path / "none.json"), missing="what it should be")
+    with pytest.raises(FileNotFoundError):
+        fileio.read_json(str(tmp_path / "none.json"))
+
+
+def test_run_directory_readers_say_which_run_file_is_missing_or_corrupt(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"config\.json: not a training run directory"):
+        training.read_run_config(str(tmp_path))
+    (tmp_path / linked.LINKED_FILE).write_text("{")
+    with pytest.raises(ValueError, match=rf"{linked.LINKED_FILE}: not valid JSON"):
+        linked.read_linked(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="not a cascade run directory"):
+        cascade.read_cascade(str(tmp_path))

@@ -293,12 +293,8 @@ def parser():
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    common.refuse_cluster(PAPER)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    elapsed = common.timer()
+    args, experiment, elapsed = common.start(PAPER, parser(), argv)
 
-    experiment = common.load_experiment(PAPER)
     config = resolve_config(experiment, args.preset, loss=args.loss, jobs=args.jobs,
                             **common.recipe_overrides(args))
     sources = task_sources(args.data, liver=args.liver_data, vessel=args.vessel_data,

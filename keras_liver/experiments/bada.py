@@ -162,12 +162,8 @@ def parser():
 def main(argv=None) -> int:
     from keras_liver.metrics.segments import SEGMENT_NAMES
 
-    args = parser().parse_args(argv)
-    common.refuse_cluster(PAPER)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    elapsed = common.timer()
+    args, experiment, elapsed = common.start(PAPER, parser(), argv)
 
-    experiment = common.load_experiment(PAPER)
     config = resolve_config(experiment, args.preset, ablation=args.ablation,
                             **common.recipe_overrides(args))
     r = run(config, data=args.data, out=args.out, tf_data=args.tf_data, experiment=experiment,

@@ -150,12 +150,8 @@ def parser():
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    common.refuse_cluster(PAPER)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    elapsed = common.timer()
+    args, experiment, elapsed = common.start(PAPER, parser(), argv)
 
-    experiment = common.load_experiment(PAPER)
     config = resolve_config(experiment, args.preset, ablation=args.ablation,
                             tta=False if args.no_tta else None, **common.recipe_overrides(args))
     r = run(config, data=args.data, out=args.out, tf_data=args.tf_data, experiment=experiment,

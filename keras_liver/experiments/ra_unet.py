@@ -262,13 +262,9 @@ def parser():
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    common.refuse_cluster(PAPER)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    elapsed = common.timer()
+    args, experiment, elapsed = common.start(PAPER, parser(), argv)
     from keras_liver.metrics import report
 
-    experiment = common.load_experiment(PAPER)
     config = resolve_config(experiment, args.preset, folds=args.folds, jobs=args.jobs,
                             **common.recipe_overrides(args))
     result = run(config, data=args.data, out=args.out, tf_data=args.tf_data,

@@ -32,15 +32,11 @@ def parser():
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    common.refuse_cluster(PAPER)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    elapsed = common.timer()
+    args, experiment, elapsed = common.start(PAPER, parser(), argv)
 
     from keras_liver import export, inference, training
     from keras_liver.metrics import report
 
-    experiment = common.load_experiment(PAPER)
     config = common.resolve_config(experiment, args.preset, variant=args.variant,
                                    **common.recipe_overrides(args))
     os.makedirs(args.out, exist_ok=True)

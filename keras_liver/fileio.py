@@ -1,7 +1,9 @@
 """Atomic file writes: a failed write leaves nothing at the destination, and an existing
-file there stays as it was until the new one is complete."""
+file there stays as it was until the new one is complete. JSON reads whose errors name the
+file and the problem."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from typing import Callable
@@ -35,8 +37,6 @@ def read_json(path: str, *, missing: str | None = None):
     """The JSON document at ``path``. A missing file raises ``FileNotFoundError`` saying
     ``f"{path}: {missing}"`` (what the caller expected the file to be), a file that is not
     valid JSON (truncated, overwritten) ``ValueError`` naming the path, line and column."""
-    import json
-
     path = str(path)
     try:
         with open(path) as f:

@@ -85,4 +85,3 @@ def run_spawned(fn: Callable[..., Any], jobs: Sequence[tuple], *, workers: int,
                 future.cancel()
             raise
     return results
-

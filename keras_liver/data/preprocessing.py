@@ -75,13 +75,6 @@ _GREY_TO_UNIT = np.arange(256, dtype=np.float32) / np.float32(255.0)
 #: Implementations of the window -> CLAHE steps of :func:`preprocess_batch` (module docstring).
 IMPLS = ("tf", "opencv")
 
-
-def check_impl(impl: str, name: str = "impl") -> str:
-    """``impl`` if it is one of :data:`IMPLS`; else ``ValueError`` naming the argument."""
-    if impl not in IMPLS:
-        raise ValueError(f"{name} must be one of {IMPLS}, received {impl!r}")
-    return impl
-
 DEFAULT_CLAHE = {"clip_limit": 2.0, "tile_grid": [8, 8]}
 DEFAULT_SLICE_FILTER = {"keep_empty_fraction": 1.0, "splits": ["train"]}
 DEFAULT_AUGMENT = {"hflip": False, "vflip": False, "crop": 0.0, "translate": 0.0}
@@ -119,6 +112,13 @@ def _merge(name: str, value, defaults: Mapping[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(dict(defaults))
     out.update(copy.deepcopy(dict(value)))
     return out
+
+
+def check_impl(impl: str, name: str = "impl") -> str:
+    """``impl`` if it is one of :data:`IMPLS`; else ``ValueError`` naming the argument."""
+    if impl not in IMPLS:
+        raise ValueError(f"{name} must be one of {IMPLS}, received {impl!r}")
+    return impl
 
 
 def _pair(name: str, value, cast) -> list:

@@ -228,11 +228,10 @@ def run_training_jobs(pending: list[TrainingJob], *, jobs: int = 1,
         _log(f"finished {pending[i].doing()} the {pending[i].what} ({epochs} epochs)")
 
     # a fresh TensorFlow per process (spawn); a failed run cancels the others
-    done = processes.run_spawned(
+    return processes.run_spawned(
         _training_job, [(j.config, j.data, j.run_dir, 0, j.train, j.export) for j in pending],
         workers=workers, on_done=finished,
         describe=lambda i: f"{pending[i].doing()} the {pending[i].what} in {pending[i].run_dir}")
-    return done
 
 
 def train_or_reuse(config: dict[str, Any], dataset: str, out: str, *,

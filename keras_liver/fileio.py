@@ -39,7 +39,7 @@ def read_json(path: str, *, missing: str | None = None):
     valid JSON (truncated, overwritten) ``ValueError`` naming the path, line and column."""
     path = str(path)
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
         if missing is None:

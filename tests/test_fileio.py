@@ -5,6 +5,8 @@ import os
 import pytest
 
 from keras_liver import cascade, fileio, linked, training
+from keras_liver.data import schema
+from keras_liver.serving import client
 
 
 def test_write_atomically_keeps_the_old_file_when_the_write_fails(tmp_path):
@@ -43,3 +45,16 @@ def test_run_directory_readers_say_which_run_file_is_missing_or_corrupt(tmp_path
         linked.read_linked(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="not a cascade run directory"):
         cascade.read_cascade(str(tmp_path))
+
+
+def test_manifest_and_serving_preprocessing_readers_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"manifest\.json: no manifest; convert a dataset"):
+        schema.load_manifest(str(tmp_path))
+    (tmp_path / schema.MANIFEST).write_text('{"format_version": ')
+    with pytest.raises(ValueError, match=r"manifest\.json: not valid JSON"):
+        schema.load_manifest(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="preprocessing file not found"):
+        client.load_preprocessing(str(tmp_path))
+    (tmp_path / client.PREPROCESSING_ASSET).write_text("[1,")
+    with pytest.raises(ValueError, match=rf"{client.PREPROCESSING_ASSET}: not valid JSON"):
+        client.load_preprocessing(str(tmp_path))

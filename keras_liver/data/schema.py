@@ -22,11 +22,12 @@ finished cases. Every record is GZIP-compressed ``tf.train.Example`` with the fe
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 import numpy as np
+
+from keras_liver import fileio
 
 COMPRESSION = "GZIP"
 #: zlib level 1: float32 CT compresses little better at zlib's default 6 (a phantom volume's
@@ -61,12 +62,8 @@ def shard_path(root: str, kind: str, case_id: str) -> str:
 def load_manifest(root: str) -> dict[str, Any]:
     """Read ``root/manifest.json`` (``root`` may also be the manifest file itself)."""
     path = root if root.endswith(".json") else os.path.join(root, MANIFEST)
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{path}: no manifest; convert a dataset first with `keras-liver convert SRC --out DIR`"
-        )
-    with open(path) as f:
-        manifest = json.load(f)
+    manifest = fileio.read_json(
+        path, missing="no manifest; convert a dataset first with `keras-liver convert SRC --out DIR`")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"{path}: manifest format_version {manifest.get('format_version')!r}, "

@@ -62,6 +62,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from keras_liver import fileio
 from keras_liver.errors import ModelInputError
 
 SIGNATURES = ("serve_hu", "serving_default")
@@ -121,14 +122,9 @@ def load_preprocessing(preprocessing) -> dict[str, Any]:
         path = os.fspath(preprocessing)
         if os.path.isdir(path):
             path = os.path.join(path, PREPROCESSING_ASSET)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path}: preprocessing file not found (keras-liver export "
-                                    f"writes {PREPROCESSING_ASSET} beside the SavedModel)")
-        with open(path, encoding="utf-8") as f:
-            try:
-                preprocessing = json.load(f)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}: not a JSON file: {err}") from None
+        preprocessing = fileio.read_json(path, missing=(
+            f"preprocessing file not found (keras-liver export writes {PREPROCESSING_ASSET} "
+            "beside the SavedModel)"))
         where = path
     if not isinstance(preprocessing, Mapping):
         raise ValueError(f"{where}: expected a data config object or {PREPROCESSING_ASSET}, "

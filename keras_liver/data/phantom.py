@@ -32,10 +32,16 @@ Anatomy (all sizes in mm, drawn per case):
   the IVC axis (right, middle = Cantlie's line, left) split the liver into four sectors, the
   portal plane splits each into a superior and an inferior segment (an oblique plane for
   II/III), and segment I is the caudate lobe beside the IVC; every liver voxel gets a segment;
-- hepatic veins run in the three vein planes to the IVC; the portal vein enters at the hilum
-  and branches to the centre of every segment (intersegmental veins, intrasegmental portal
-  branches, as in the Couinaud scheme); 0-4 hypo-dense tumours (spheres/ellipsoids, lobulated)
-  inside the liver.
+- two fat-filled fissures: the fissure of the ligamentum venosum, a 2.5-3.5 mm cleft on the
+  caudate lobe's face away from the IVC (between segment I and segments II/IV), and the
+  umbilical fissure, a 2.5-3.5 mm cleft in the left vein plane from the liver's edge inward,
+  below the portal level (between segment IV and segments III/II);
+- hepatic veins run in the three vein planes to the IVC, each with five tributaries in its
+  plane that reach from the trunk down to the liver's inferior part and up into the dome, so
+  that most axial slices show the vein that marks a sector boundary; the portal vein enters at
+  the hilum and branches to the centre of every segment (intersegmental veins, intrasegmental
+  portal branches, as in the Couinaud scheme); 0-4 hypo-dense tumours (spheres/ellipsoids,
+  lobulated) inside the liver.
 
 Intensities (HU, drawn per case): liver 90-130, spleen within -5..+18 of the liver, kidney
 cortex 150-200, medulla 90-140, hepatic/portal veins 150-220, tumours 20-70 and at least 25
@@ -46,9 +52,10 @@ below the liver (each tumour its own), fat -120..-80, muscle 40-60, vertebral bo
 cortex) read lower than their table value after the blur, as partial volume does in real CT.
 
 Randomness: ``numpy.random.Generator`` streams from ``SeedSequence([seed, n])`` with n = 0
-(grid and body size), 1 (anatomy), 2 (CT intensities), 3 (MRI intensities) and 4 (MRI bias
-field), so the same seed gives identical arrays and the CT and MRI renderings of a seed share
-the same anatomy (tissue map, labels, Couinaud segments, vessels) exactly.
+(grid and body size), 1 (anatomy), 2 (CT intensities), 3 (MRI intensities), 4 (MRI bias
+field) and 5 (the fissures and the hepatic-vein tributaries), so the same seed gives identical
+arrays and the CT and MRI renderings of a seed share the same anatomy (tissue map, labels,
+Couinaud segments, vessels) exactly.
 
 Cost (one core): a default case about 0.25 s, 512x512x100 about 3 s; the MRI rendering
 adds about 0.2 s to a default case.
@@ -522,6 +529,21 @@ def build_anatomy(seed: int, *, shape=None, spacing=None) -> Anatomy:
     cv.paint(lbox, liver, Tissue.LIVER, keep_liver=True)
     cv.liver[lbox] |= liver
     caud_c, caud_r = comps[4][:2]
+    vr = np.random.default_rng(np.random.SeedSequence([int(seed), 5]))
+    # fissure of the ligamentum venosum: a thin fat cleft on the caudate's face away from the IVC
+    b = _ellipsoid_box(g, caud_c, caud_r, pad=8.0)
+    if b is not None:
+        e = np.sqrt(_ellipsoid_e2(g, b, caud_c, caud_r))
+        x, y, z = g.coords(b)
+        ux, uy = caud_c[0] - ivc[0], caud_c[1] - ivc[1]
+        un = math.hypot(ux, uy)
+        dx, dy = x - np.float32(caud_c[0]), y - np.float32(caud_c[1])
+        cos_half = np.float32(math.cos(math.radians(vr.uniform(70.0, 85.0))))
+        facing = (dx * np.float32(ux / un) + dy * np.float32(uy / un)) > cos_half * np.hypot(dx, dy)
+        th = vr.uniform(2.5, 3.5)
+        shell = (e >= 1.0) & ((e - 1.0) * np.float32(0.5 * (caud_r[0] + caud_r[1])) < np.float32(th))
+        shell &= facing & (np.abs(z - np.float32(caud_c[2])) < np.float32(0.85 * caud_r[2]))
+        cv.paint(b, shell & cv.liver[b], Tissue.FAT)
 
     # ---- sector geometry around the IVC axis (Couinaud), from the liver drawn so far
     lx, ly, lz = _liver_points(g, cv.liver, rng, max_points=200_000)
@@ -538,6 +560,19 @@ def build_anatomy(seed: int, *, shape=None, spacing=None) -> Anatomy:
         return float(np.quantile(rad[sel], 0.9)) if sel.sum() > 20 else 40.0
 
     z_q = np.quantile(lz, [0.15, 0.5, 0.88])
+
+    # umbilical fissure (ligamentum teres): a fat cleft in the left vein plane, from the
+    # liver's inferior-anterior edge inward, between segment IV and segments III/II
+    b = g.box((-1e4, -1e4, -1e4), (1e4, 1e4, float(z_q[1]) + vr.uniform(0.0, 0.1) * L))
+    if b is not None:
+        x, y, z = g.coords(b)
+        ddx, ddy = x[:, :, 0] - np.float32(ivc[0]), y[:, :, 0] - np.float32(ivc[1])
+        a = math.radians(theta_l)
+        along = ddx * np.float32(math.cos(a)) + ddy * np.float32(math.sin(a))
+        across = -ddx * np.float32(math.sin(a)) + ddy * np.float32(math.cos(a))
+        cleft = (np.abs(across) < np.float32(0.5 * vr.uniform(2.5, 3.5))) \
+            & (along > np.float32(vr.uniform(0.45, 0.65) * reach(theta_l)))
+        cv.paint(b, cleft[:, :, None] & cv.liver[b], Tissue.FAT)
 
     # ---- gallbladder under segments IV/V, along Cantlie's line
     if rng.random() < 0.75:
@@ -615,7 +650,20 @@ def build_anatomy(seed: int, *, shape=None, spacing=None) -> Anatomy:
         p1 = p0 + 0.45 * ext * d + np.array([0, 0, -0.15 * L])
         p2 = p0 + 0.95 * ext * d + np.array([0, 0, -U(0.4, 0.55) * L])
         rv = U(4.5, 6.5)
-        tubes_hv += [(p0, p1, rv, 0.65 * rv), (p1, p2, 0.65 * rv, 0.3 * rv)]
+        tubes_hv += [(p0, p1, rv, 0.65 * rv), (p1, p2, 0.65 * rv, 0.55 * rv)]
+        # tributaries in the vein plane, down to the liver's inferior part
+        near = np.abs(phi - ang) < 4.0
+        if near.sum() > 20:
+            zn, rn = lz[near], rad[near]
+            for qlo, qhi in ((0.0, 0.03), (0.06, 0.14), (0.18, 0.3), (0.35, 0.5), (0.9, 0.98)):
+                zt = float(np.quantile(zn, vr.uniform(qlo, qhi)))
+                at = np.abs(zn - zt) <= 0.6 * sz
+                if at.sum() < 3:
+                    continue
+                rt_ = float(np.quantile(rn[at], vr.uniform(0.3, 0.7)))
+                q1 = np.array([ivc[0], ivc[1], zt]) + rt_ * d
+                q0 = p1 + vr.uniform(0.2, 0.9) * (p2 - p1)
+                tubes_hv.append((q0, q1, max(0.65 * rv, 3.5), 3.0))
     centroids = {}
     for code in range(1, 10):
         sel = seg == code

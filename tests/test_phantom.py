@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from keras_liver.data import phantom as P
 from keras_liver.data.phantom import Tissue
@@ -179,6 +180,77 @@ def test_vessels_inside_or_entering_the_liver(default_cases):
         inside = (case.label[v] > 0).mean()
         assert inside > 0.7, inside
         assert (case.tissue[case.label > 0] == Tissue.HEPATIC_VEIN).any()
+
+
+@pytest.fixture(scope="module")
+def default_anatomies():
+    return [P.build_anatomy(s) for s in DEFAULT_SEEDS]
+
+
+def _angle_from_ivc(anatomy):
+    """Angle (degrees) of each in-plane voxel around the IVC axis, as the vein planes use."""
+    g = P._Grid(anatomy.tissue.shape, anatomy.spacing)
+    x, y = np.meshgrid(g.x, g.y, indexing="ij")
+    ivc = anatomy.info["ivc_xy_mm"]
+    return np.degrees(np.arctan2(y - ivc[1], x - ivc[0]))
+
+
+def test_hepatic_veins_reach_the_lower_liver_in_every_plane(default_anatomies):
+    # The tributaries carry each vein plane (a sector boundary) down to the inferior liver,
+    # where the trunks alone never reached: in the lowest quarter of the liver's slices, most
+    # slices show a hepatic-vein voxel within 8 degrees of each plane.
+    for a in default_anatomies:
+        phi = _angle_from_ivc(a)
+        liver = a.label > 0
+        hv = (a.tissue == Tissue.HEPATIC_VEIN) & liver
+        zs = np.nonzero(liver.any((0, 1)))[0]
+        low = range(zs.min(), zs.min() + (zs.max() - zs.min()) // 4 + 1)
+        for ang in a.info["hepatic_vein_planes_deg"]:
+            band = np.abs((phi - ang + 180) % 360 - 180) < 8
+            ks = [k for k in low if (liver[:, :, k] & band).sum() >= 5]
+            assert ks, ang
+            share = np.mean([(hv[:, :, k] & band).any() for k in ks])
+            assert share > 0.3, (a.info["hepatic_vein_planes_deg"], ang, share)
+
+
+def _fissure_fat(a):
+    """Fat voxels enclosed by the liver in their slice (the fissures), and neighbour masks."""
+    st2 = np.zeros((3, 3, 3), bool)
+    st2[:, :, 1] = ndimage.generate_binary_structure(2, 1)
+    liver = a.label > 0
+    enclosed = (a.tissue == Tissue.FAT) & ndimage.binary_closing(liver, st2, iterations=3) & ~liver
+
+    def near(codes, r):
+        return ndimage.binary_dilation(np.isin(a.couinaud, codes), st2, iterations=r)
+    return enclosed, near
+
+
+def test_fissure_of_the_ligamentum_venosum_separates_the_caudate(default_anatomies):
+    for a in default_anatomies:
+        enclosed, near = _fissure_fat(a)
+        cleft = enclosed & near((1,), 1) & near((2, 4), 2)
+        assert cleft.sum() > 50, cleft.sum()
+        # thin: a few mm of fat, not a hole in the liver
+        assert enclosed.sum() < 0.02 * (a.label > 0).sum()
+        # on the caudate's face away from the IVC
+        ivc = np.array(a.info["ivc_xy_mm"])
+        g = P._Grid(a.tissue.shape, a.spacing)
+        x, y = np.meshgrid(g.x, g.y, indexing="ij")
+        r = np.hypot(x - ivc[0], y - ivc[1])[:, :, None] * np.ones(a.tissue.shape[2])
+        assert r[cleft].mean() > r[a.couinaud == 1].mean()
+
+
+def test_umbilical_fissure_between_segment_iv_and_the_left_lateral_segments(default_anatomies):
+    for a in default_anatomies:
+        enclosed, near = _fissure_fat(a)
+        # (away from the caudate, whose fissure also borders segments II and IV)
+        cleft = enclosed & near((4, 5), 2) & near((2, 3), 2) & ~near((1,), 3)
+        assert cleft.sum() > 100, cleft.sum()
+        # in the left vein plane, and mostly below the portal level (the liver's median height)
+        phi = _angle_from_ivc(a)[:, :, None] * np.ones(a.tissue.shape[2])
+        theta_l = a.info["hepatic_vein_planes_deg"][2]
+        assert np.median(np.abs((phi[cleft] - theta_l + 180) % 360 - 180)) < 5
+        assert np.median(np.nonzero(cleft)[2]) < np.median(np.nonzero(a.label > 0)[2])
 
 
 # --------------------------------------------------------------------------- intensities

@@ -364,8 +364,7 @@ def _resolve_run_config(config: dict[str, Any], data: str, seed: int | None) -> 
 
 def _changed_keys(run_dir: str, config: dict[str, Any], keys) -> list[str]:
     """Keys of ``config`` whose values differ from the run's ``config.json``."""
-    with open(os.path.join(run_dir, CONFIG_FILE)) as f:
-        previous = json.load(f)
+    previous = fileio.read_json(os.path.join(run_dir, CONFIG_FILE))
 
     def canonical(obj):
         return json.dumps(json.loads(json.dumps(obj, default=_json_default)), sort_keys=True)

@@ -58,3 +58,18 @@ def test_manifest_and_serving_preprocessing_readers_name_the_file(tmp_path):
     (tmp_path / client.PREPROCESSING_ASSET).write_text("[1,")
     with pytest.raises(ValueError, match=rf"{client.PREPROCESSING_ASSET}: not valid JSON"):
         client.load_preprocessing(str(tmp_path))
+
+
+def test_experiment_and_resume_config_readers_name_the_file(tmp_path, monkeypatch):
+    from keras_liver.experiments import common
+    monkeypatch.setenv(common.ENV_EXPERIMENTS, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"bada\.json: no experiment file for 'bada'"):
+        common.load_experiment("bada")
+    (tmp_path / "bada.json").write_text('{"presets": {')
+    with pytest.raises(ValueError, match=r"bada\.json: not valid JSON"):
+        common.load_experiment("bada")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / training.CONFIG_FILE).write_text('{"model": ')
+    with pytest.raises(ValueError, match=rf"{training.CONFIG_FILE}: not valid JSON"):
+        training._changed_keys(str(run), {"model": {}}, ("model",))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import sys
 import time
@@ -17,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from keras_liver import fileio
 
 ENV_EXPERIMENTS = "KERAS_LIVER_EXPERIMENTS"
 DEFAULT_TF_DATA = "tf_data"
@@ -37,8 +38,8 @@ def experiments_dir() -> str:
 
 
 def load_experiment(paper: str) -> dict[str, Any]:
-    with open(os.path.join(experiments_dir(), f"{paper}.json")) as f:
-        return json.load(f)
+    return fileio.read_json(os.path.join(experiments_dir(), f"{paper}.json"),
+                            missing=f"no experiment file for {paper!r}")
 
 
 def resolve_config(experiment: dict[str, Any], preset: str, *, variant: str | None = None,

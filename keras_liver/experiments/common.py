@@ -378,18 +378,13 @@ def refuse_cluster(paper: str) -> None:
             f"(docs/distributed.md)")
 
 
-def timer():
-    start = time.perf_counter()
-    return lambda: time.perf_counter() - start
-
-
 def start(paper: str, parser: argparse.ArgumentParser, argv=None):
     """What every experiment's ``main`` does first: parse ``argv``, refuse a multi-worker
     cluster (:func:`refuse_cluster`), quiet TensorFlow's C++ log, start the clock and load
     ``experiments/PAPER.json``. Returns ``(args, experiment, elapsed)``, ``elapsed()`` the
     seconds since."""
     args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before refuse_cluster imports TF
     refuse_cluster(paper)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    elapsed = timer()
-    return args, load_experiment(paper), elapsed
+    t0 = time.perf_counter()
+    return args, load_experiment(paper), lambda: time.perf_counter() - t0

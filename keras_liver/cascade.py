@@ -52,7 +52,7 @@ from keras_liver.data.volumes import read_volume, write_volume
 from keras_liver.errors import ModelInputError
 from keras_liver.inference import Predictor
 from keras_liver.postprocess import bounding_box, largest_component
-from keras_liver.training import BEST_MODEL, read_run_config, write_json
+from keras_liver.training import BEST_MODEL, load_model, read_run_config, write_json
 
 CASCADE_FILE = "cascade.json"
 STAGES = ("localiser", "liver", "tumour")
@@ -100,7 +100,7 @@ def _load_models(run_dirs: Sequence[str]) -> list[keras.Model]:
         path = os.path.join(run_dir, BEST_MODEL)
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: no trained model in this stage's run directory")
-        models.append(keras.models.load_model(path, compile=False))
+        models.append(load_model(path))
     return models
 
 

@@ -62,7 +62,7 @@ from keras_liver import sliding_window
 from keras_liver.data import preprocessing as prep
 from keras_liver.data import volumetric
 from keras_liver.inference import TTA_FLIPS, TTA_FLIPS_3D, check_tta, volume_windows
-from keras_liver.training import BEST_MODEL, PREPROCESSING_FILE, read_run_config
+from keras_liver.training import BEST_MODEL, PREPROCESSING_FILE, load_model, read_run_config
 
 SIGNATURE = "serving_default"
 INPUT_NAME = "image"
@@ -312,7 +312,7 @@ def export_run(run_dir: str, out: str | None = None, *, version: int | None = No
         raise FileNotFoundError(f"{model_path}: no trained model in this run directory")
     config, preprocessing = read_run_config(run_dir)
     if model is None:
-        model = keras.models.load_model(model_path, compile=False)
+        model = load_model(model_path)
     out = out or default_export_dir(run_dir)
     if version is not None:
         out = os.path.join(out, str(int(version)))

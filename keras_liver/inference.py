@@ -62,7 +62,7 @@ from keras_liver.data import volumetric
 from keras_liver.data.volumes import is_nifti, read_volume, strip_nifti_suffix, write_volume
 from keras_liver.errors import DataError, ModelInputError
 from keras_liver.postprocess import largest_component
-from keras_liver.training import BEST_MODEL, read_run_config
+from keras_liver.training import BEST_MODEL, load_model, read_run_config
 
 #: Test-time flips of a batch of slices ``(N, H, W, C)``: "vflip" reverses the rows (axis 1),
 #: "hflip" the columns (axis 2) — the axes of :mod:`keras_liver.data.augment`'s flips.
@@ -440,7 +440,7 @@ def _load_run(run_dir: str):
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no trained model in this run directory")
     config, preprocessing = read_run_config(run_dir)
-    return keras.models.load_model(path, compile=False), config, preprocessing
+    return load_model(path), config, preprocessing
 
 
 def resolve_model(model: str) -> str:

@@ -345,6 +345,17 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
+def load_model(path: str) -> keras.Model:
+    """A saved ``.keras`` model, uncompiled, for inference. Keras rebuilds a custom layer
+    (DropBlock, the attention gates, ...) from its registered name only once the module that
+    registers it has run, so this imports :mod:`keras_liver.layers` first: without it a fresh
+    interpreter (``keras-liver predict``, :meth:`keras_liver.inference.Predictor.from_run`)
+    could not load a run whose network has one."""
+    from keras_liver import layers  # noqa: F401  (registers the custom layers)
+
+    return keras.models.load_model(path, compile=False)
+
+
 def read_run_config(run_dir: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Return ``(config, preprocessing)`` written by :func:`train` in ``run_dir``."""
     missing = "not a training run directory (train writes it there first)"
@@ -507,7 +518,7 @@ def train(config: dict[str, Any], *, data: str, out_dir: str, seed: int | None =
         best_path = os.path.join(write_dir, BEST_MODEL)
         if not os.path.exists(best_path):  # no validation epoch improved (e.g. NaN metric)
             model.save(best_path)
-        best = keras.models.load_model(best_path, compile=False)
+        best = load_model(best_path)
         if multi_worker:
             distribute.barrier(strategy)  # every worker has saved before any of them leaves
         if write_dir != out_dir:

@@ -4,6 +4,7 @@ import os
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import run_python
 
 from keras_liver.cli import main
 from keras_liver.data import schema
@@ -61,6 +62,21 @@ def test_predict_writes_on_the_input_grid(tiny_run, phantom_lits, tmp_path, caps
     np.testing.assert_allclose(pred.affine, ref.affine)
     assert pred.header.get_zooms() == ref.header.get_zooms()
     assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1}
+
+
+def test_predict_runs_in_a_fresh_interpreter(tiny_run, phantom_lits, tmp_path):
+    """``keras-liver predict`` as a user runs it, in a new process that has imported nothing
+    else: the RA V-Net run holds this project's layers (ChannelAttention, StackSequence), which
+    Keras rebuilds only once ``keras_liver.layers`` has registered them. The in-process tests
+    above always had it imported already; this one failed before ``training.load_model``."""
+    run_dir, _, _ = tiny_run
+    src = os.path.join(phantom_lits, "volume-1.nii.gz")
+    out = str(tmp_path / "pred.nii.gz")
+    proc = run_python("import sys; from keras_liver.cli import main; "
+                      f"sys.exit(main(['predict', '--model', {run_dir!r}, {src!r}, '--out', "
+                      f"{out!r}, '--no-progress']))")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert nib.load(out).shape == nib.load(src).shape
 
 
 def test_predict_tta_flag_overrides_the_runs_setting(tiny_run, phantom_lits, tmp_path, capsys,

@@ -242,3 +242,28 @@ def test_lr_schedule_on_the_3d_sampler_needs_the_steps_per_epoch():
     schedule = opt["learning_rate"]
     assert float(schedule(0)) == pytest.approx(1e-3) and float(schedule(9)) == pytest.approx(1e-5)
     assert spec["optimizer"]["learning_rate"] == 1e-3, "the recipe is not modified"
+
+
+@pytest.mark.parametrize("paper", ["msa_unet", "ra_vnet"])
+def test_load_model_rebuilds_the_projects_layers_in_a_fresh_interpreter(paper, tmp_path):
+    """A saved run's network with this project's layers (MSA-UNet's DropBlock; RA V-Net's
+    ChannelAttention and StackSequence) loads with ``training.load_model`` in a process that
+    imported nothing but ``keras_liver.training``, and gives the same outputs. Plain
+    ``keras.models.load_model`` there fails: the layers are unregistered until
+    ``keras_liver.layers`` runs (so ``keras-liver predict`` could not load an MSA-UNet run)."""
+    config = common.resolve_config(common.load_experiment(paper), "tiny")["model"]
+    model = training.build_model(config)
+    custom = {type(l).__name__ for l in model._flatten_layers()
+              if type(l).__module__ == "keras_liver.layers"}
+    assert custom, f"{paper}'s tiny network has none of this project's layers"
+    path = str(tmp_path / training.BEST_MODEL)
+    model.save(path)
+    x = np.random.default_rng(0).random((2, *config["input_shape"]), np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", model.predict(x, verbose=0))
+    code = (f"import numpy as np\nfrom keras_liver import training\n"
+            f"m = training.load_model({path!r})\n"
+            f"y = m.predict(np.load({str(tmp_path / 'x.npy')!r}), verbose=0)\n"
+            f"np.testing.assert_allclose(y, np.load({str(tmp_path / 'y.npy')!r}), atol=1e-5)\n")
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr[-3000:]

@@ -240,14 +240,12 @@ def train_or_reuse(config: dict[str, Any], dataset: str, out: str, *,
     """``(best model, epochs trained now)`` of one run: a finished run of the same network,
     recipe and data in ``out`` is loaded, not retrained (epochs 0); otherwise
     :func:`keras_liver.training.train` trains (or resumes) it."""
-    import keras
-
     from keras_liver import training
 
     name = config["model"]["name"]
     if training.is_finished(out, config, data=dataset, seed=config["seed"]):
         _log(f"{name}: finished run found in {out}; not retrained")
-        return keras.models.load_model(os.path.join(out, training.BEST_MODEL), compile=False), 0
+        return training.load_model(os.path.join(out, training.BEST_MODEL)), 0
     _log(f"training {name} ({config['preset']} preset) in {out}")
     result = training.train(config, data=dataset, out_dir=out, seed=config["seed"],
                             verbose="auto" if progress else 0)
